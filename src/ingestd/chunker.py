@@ -1,0 +1,203 @@
+"""Units to chunks, counted with the embedding model's own tokenizer.
+
+Packing is greedy and left to right, so the chunks of a file depend only on its content: the
+chunks of a transcript's prefix are the chunks of the whole file, except that the last one may
+still grow. That is what lets an append re-open just the trailing chunk, and what makes a run
+interrupted by kills store exactly the points of an uninterrupted one.
+
+A unit too long for one chunk is split with semantic-text-splitter (by Markdown structure, then
+sentences and words) using the same tokenizer, and every piece keeps the unit's role label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from semantic_text_splitter import MarkdownSplitter, TextSplitter
+from tokenizers import Tokenizer
+
+from ingestd.parsers.units import Unit
+
+SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the model to every input
+SEPARATOR = "\n\n"
+MAX_LIST = 50  # per-chunk metadata lists (uuids, files) are capped to keep payloads small
+
+
+@dataclass(slots=True)
+class Position:
+    """Where to restart reading if every chunk up to a given one is stored."""
+
+    offset: int
+    ordinal: int
+    line: int
+
+
+@dataclass(slots=True)
+class Chunk:
+    text: str
+    ordinal: int
+    start: int
+    end: int
+    tokens: int
+    resume: Position
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return hashlib.blake2b(self.text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+class TokenCounter:
+    """The model's tokenizer with truncation and padding off, so counts are true lengths."""
+
+    def __init__(self, tokenizer: Tokenizer) -> None:
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.tokenizer = tokenizer
+
+    def count(self, text: str) -> int:
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [len(encoding.ids) for encoding in encodings]
+
+
+class Packer:
+    def __init__(
+        self, counter: TokenCounter, max_tokens: int, overlap: int, markdown: bool, first_ordinal: int
+    ) -> None:
+        self.counter = counter
+        self.budget = max_tokens - SPECIAL_TOKENS
+        self.overlap = overlap
+        splitter = MarkdownSplitter if markdown else TextSplitter
+        self.splitter = splitter.from_huggingface_tokenizer(
+            counter.tokenizer, capacity=self.budget, overlap=overlap
+        )
+        self.ordinal = first_ordinal
+        self.open: list[Unit] = []
+        self.open_tokens = 0
+
+    def feed(self, unit: Unit) -> list[Chunk]:
+        """Chunks that this unit closes; the unit itself may stay in the open chunk."""
+        text = unit.rendered()
+        tokens = self.counter.count(text)
+        joined = tokens + (self.counter.count(SEPARATOR) if self.open else 0)
+        if self.open and self.open_tokens + joined <= self.budget:
+            self.open.append(unit)
+            self.open_tokens += joined
+            return []
+        closed = self._close_open() if self.open else []
+        if tokens <= self.budget:
+            self.open, self.open_tokens = [unit], tokens
+            return closed
+        return closed + self._split(unit)
+
+    def flush(self) -> Chunk | None:
+        """The open chunk at the end of the input; it resumes at its own start."""
+        if not self.open:
+            return None
+        first = self.open[0]
+        chunk = self._make(self.open, Position(first.start, self.ordinal, first.line))
+        self.open, self.open_tokens = [], 0
+        return chunk
+
+    def _close_open(self) -> list[Chunk]:
+        last = self.open[-1]
+        chunk = self._make(self.open, Position(last.end, self.ordinal + 1, last.next_line))
+        self.ordinal += 1
+        self.open, self.open_tokens = [], 0
+        return [chunk]
+
+    def _make(self, units: list[Unit], resume: Position) -> Chunk:
+        text = SEPARATOR.join(unit.rendered() for unit in units)
+        return Chunk(
+            text=text,
+            ordinal=self.ordinal,
+            start=units[0].start,
+            end=units[-1].end,
+            tokens=self.counter.count(text) + SPECIAL_TOKENS,
+            resume=resume,
+            meta=merge_meta(unit.meta | {"role": unit.label} for unit in units),
+        )
+
+    def _split(self, unit: Unit) -> list[Chunk]:
+        """Pieces of an oversized unit; until the last is stored, resume re-splits the unit."""
+        label = f"{unit.label}: " if unit.label else ""
+        capacity = self.budget - (self.counter.count(label) if label else 0)
+        pieces = self._pieces(unit.text, capacity)
+        first_ordinal = self.ordinal
+        chunks = []
+        for index, piece in enumerate(pieces):
+            last = index == len(pieces) - 1
+            resume = (
+                Position(unit.end, self.ordinal + 1, unit.next_line)
+                if last
+                else Position(unit.start, first_ordinal, unit.line)
+            )
+            text = label + piece
+            chunks.append(
+                Chunk(
+                    text=text,
+                    ordinal=self.ordinal,
+                    start=unit.start,
+                    end=unit.end,
+                    tokens=self.counter.count(text) + SPECIAL_TOKENS,
+                    resume=resume,
+                    meta=merge_meta([unit.meta | {"role": unit.label}]),
+                )
+            )
+            self.ordinal += 1
+        return chunks
+
+    def _pieces(self, text: str, capacity: int) -> list[str]:
+        splitter = self.splitter
+        if capacity != self.budget:
+            kind = type(self.splitter)
+            splitter = kind.from_huggingface_tokenizer(
+                self.counter.tokenizer, capacity=capacity, overlap=min(self.overlap, capacity - 1)
+            )
+        pieces: list[str] = []
+        for piece in splitter.chunks(text):
+            pieces.extend(self._enforce(piece, capacity))
+        return pieces
+
+    def _enforce(self, piece: str, capacity: int) -> list[str]:
+        """Guarantee the limit even where the splitter's count and ours could disagree."""
+        encoding = self.counter.tokenizer.encode(piece, add_special_tokens=False)
+        if len(encoding.ids) <= capacity:
+            return [piece]
+        out = []
+        for begin in range(0, len(encoding.ids), capacity):
+            window = encoding.offsets[begin : begin + capacity]
+            out.append(piece[window[0][0] : window[-1][1]])
+        return out
+
+
+def merge_meta(metas: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Chunk metadata from its units: first and last timestamps, and the union of lists."""
+    merged: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {"roles": [], "uuids": [], "tools": [], "files": []}
+    for meta in metas:
+        for key, target in (("role", "roles"), ("uuid", "uuids")):
+            value = meta.get(key)
+            if value and value not in lists[target]:
+                lists[target].append(value)
+        for key in ("tools", "files"):
+            for value in meta.get(key) or []:
+                if value not in lists[key]:
+                    lists[key].append(value)
+        timestamp = meta.get("timestamp")
+        if isinstance(timestamp, str):
+            merged.setdefault("timestamp_first", timestamp)
+            merged["timestamp_last"] = timestamp
+        for key in ("session", "cwd", "git_branch", "heading", "page", "agent_id"):
+            if meta.get(key) not in (None, ""):
+                merged.setdefault(key, meta[key])
+        if meta.get("sidechain"):
+            merged["sidechain"] = True
+    merged.update({key: values[:MAX_LIST] for key, values in lists.items() if values})
+    return merged

@@ -1,0 +1,240 @@
+"""The `ingestd` command: run, import, status, search, retry, forget, model.
+
+While a daemon holds the state directory, read and maintenance commands are sent to it over
+its local HTTP port (embedded Qdrant admits one process); otherwise they open the state and the
+store themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from ingestd.logs import configure_logging, mask
+from ingestd.settings import ConfigError, Settings, load_settings
+from ingestd.state import StateLocked
+
+EXIT_CONFIG = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    quiet = args.command in ("status", "search") and not args.verbose
+    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
+    try:
+        result: int = asyncio.run(_dispatch(args, settings))
+    except StateLocked as exc:
+        print(f"ingestd: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        from ingestd.embedding.model_files import ModelUnavailable
+        from ingestd.store import ModelMismatch
+
+        if isinstance(exc, ModelMismatch | ModelUnavailable):
+            print(f"ingestd: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        raise
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ingestd", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-v", "--verbose", action="store_true", help="show log lines for read commands")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("run", help="run the daemon: watch, ingest, serve /health and /metrics")
+    imp = sub.add_parser("import", help="one-shot backfill with a progress bar; exits when done")
+    imp.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the watched roots)")
+    imp.add_argument("--kind", choices=["conversations", "documents"], help="for paths outside the roots")
+    status = sub.add_parser("status", help="files done, pending and failed; points; model")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    search = sub.add_parser("search", help="semantic search over what was ingested")
+    search.add_argument("query")
+    search.add_argument("--kind", choices=["conversations", "documents"])
+    search.add_argument("--project")
+    search.add_argument("-k", type=int, default=5, dest="limit")
+    search.add_argument("--json", action="store_true")
+    retry = sub.add_parser("retry", help="retry quarantined and failed files (or the given ones)")
+    retry.add_argument("paths", nargs="*", type=Path)
+    forget = sub.add_parser("forget", help="delete a file's points; it is not re-ingested unless it changes")
+    forget.add_argument("path", type=Path)
+    sub.add_parser("model", help="fetch or assemble the embedding model and load it once (Docker build)")
+    return parser
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    command = args.command
+    if command == "run":
+        from ingestd.daemon import Daemon
+
+        return await Daemon(settings).run()
+    if command == "model":
+        return _prepare_model(settings)
+    if command == "import":
+        from ingestd.importer import run_import
+
+        return await run_import(settings, args.paths, args.kind)
+    params = _params(args)
+    remote = _daemon_address(settings)
+    if remote is not None:
+        answer = _call_daemon(remote, command, params)
+    else:
+        answer = await _call_locally(settings, command, params)
+    return _print(command, answer, getattr(args, "json", False))
+
+
+def _params(args: argparse.Namespace) -> dict[str, Any]:
+    if args.command == "search":
+        return {"query": args.query, "kind": args.kind, "project": args.project, "limit": args.limit}
+    if args.command == "retry":
+        return {"paths": [str(p.expanduser().absolute()) for p in args.paths]}
+    if args.command == "forget":
+        return {"path": str(args.path.expanduser().absolute())}
+    return {}
+
+
+def _daemon_address(settings: Settings) -> str | None:
+    """The running daemon's URL, if one holds the state directory."""
+    info_file = settings.state_dir / "daemon.json"
+    lock_file = settings.state_dir / "ingestd.lock"
+    if not info_file.exists() or not lock_file.exists():
+        return None
+    import fcntl
+
+    with lock_file.open("a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            info = json.loads(info_file.read_text())
+            host = "127.0.0.1" if info["host"] in ("0.0.0.0", "::", "") else info["host"]
+            return f"http://{host}:{info['port']}"
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return None
+
+
+def _call_daemon(base: str, command: str, params: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        f"{base}/api/{command}",
+        data=json.dumps(params).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+            return answer
+    except urllib.error.HTTPError as exc:
+        return {"error": exc.read().decode(errors="replace")}
+
+
+async def _call_locally(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:
+    from ingestd.engine import Engine
+
+    engine = Engine(settings)
+    await engine.open(command)
+    try:
+        if command == "search":
+            return {
+                "hits": await engine.search(
+                    params["query"], params["kind"], params["project"], params["limit"]
+                )
+            }
+        if command == "status":
+            return await engine.status()
+        if command == "retry":
+            return {"retried": engine.retry(params["paths"] or None), "note": "run `ingestd run` or `import`"}
+        if command == "forget":
+            return {"forgotten": (await engine.forget(params["path"])).path}
+        raise ValueError(command)
+    finally:
+        await engine.close()
+
+
+def _print(command: str, answer: dict[str, Any], as_json: bool) -> int:
+    if "error" in answer:
+        print(f"ingestd {command}: {answer['error']}", file=sys.stderr)
+        return 1
+    if as_json or command in ("retry", "forget"):
+        print(mask(json.dumps(answer, indent=2, default=str)))
+        return 0
+    if command == "search":
+        _print_hits(answer["hits"])
+    else:
+        _print_status(answer)
+    return 0
+
+
+def _print_hits(hits: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    if not hits:
+        console.print("no results")
+    for rank, hit in enumerate(hits, 1):
+        where = hit.get("path", "?")
+        extra = " ".join(str(hit[k]) for k in ("project", "session", "heading", "page") if hit.get(k))
+        console.print(f"[bold]{rank}. {hit['score']:.3f}[/bold]  {where}  [dim]{extra}[/dim]")
+        snippet = " ".join(str(hit.get("text", "")).split())
+        console.print(f"   {snippet[:240]}{'…' if len(snippet) > 240 else ''}")
+
+
+def _print_status(answer: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    files = Table(title="files")
+    files.add_column("status")
+    files.add_column("count", justify="right")
+    for status, count in sorted(answer["files"].items()):
+        files.add_row(status, str(count))
+    console.print(files)
+    points = Table(title="points")
+    points.add_column("collection")
+    points.add_column("points", justify="right")
+    for name, count in answer["points"].items():
+        points.add_row(name, "unavailable" if count is None else str(count))
+    console.print(points)
+    for status in ("quarantined", "failed", "skipped", "pending"):
+        entries = answer["problems"].get(status) or []
+        for entry in entries[:50]:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["updated_at"]))
+            console.print(
+                f"[yellow]{status}[/yellow] {entry['path']}: {entry['reason']} (attempts {entry['attempts']}, {when})"
+            )
+        if len(entries) > 50:
+            console.print(f"… and {len(entries) - 50} more {status}")
+    if answer.get("redactions"):
+        total = sum(answer["redactions"].values())
+        console.print(f"redactions: {total} in {len(answer['redactions'])} files")
+    console.print(mask(f"model: {answer['model']['fingerprint']} (loaded: {answer['model']['loaded']})"))
+    console.print(mask(f"store: {answer['store']['location']} (available: {answer['store']['available']})"))
+    console.print(f"state: {answer['state']['path']} ({answer['state']['files']} files)")
+
+
+def _prepare_model(settings: Settings) -> int:
+    from ingestd.embedding import build_provider
+
+    provider = build_provider(settings)
+    prepare = getattr(provider, "prepare", None)
+    if prepare is None:
+        print(f"{provider.name}: nothing to prepare (a cloud provider)")
+        return 0
+    started = time.monotonic()
+    where = prepare()
+    print(f"model ready: {provider.fingerprint} at {where} ({time.monotonic() - started:.1f}s)")
+    return 0

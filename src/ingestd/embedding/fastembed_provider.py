@@ -1,0 +1,127 @@
+"""FastEmbed on the CPU, isolated in its own thread pool, loaded lazily and unloadable.
+
+ONNX Runtime's memory arena grows to the largest batch it has seen and never shrinks, so it is
+off by default (`EMBED_CPU_MEM_ARENA`), and every call passes an explicit batch size: FastEmbed's
+default of 256 can take gigabytes in one call. The session's thread count follows the cgroup's
+CPU quota, not the host's core count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tokenizers import Tokenizer
+
+from ingestd.chunker import TokenCounter
+from ingestd.embedding.base import EmbeddingError, EmbeddingProvider
+from ingestd.embedding.model_files import ModelLocation, resolve_model
+from ingestd.settings import Settings
+from ingestd.system import available_cpus, release_memory
+
+
+class FastEmbedProvider(EmbeddingProvider):
+    name = "fastembed"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model = settings.embedding_model
+        self.location: ModelLocation = resolve_model(settings)
+        self.threads = settings.onnx_threads or available_cpus()
+        self._executor = ThreadPoolExecutor(
+            max_workers=settings.thread_pool_workers, thread_name_prefix="fastembed"
+        )
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._counter: TokenCounter | None = None
+        self._dimension: int | None = None
+        self.loads = 0
+
+    # --- identity ------------------------------------------------------------------------
+    @property
+    def dimension(self) -> int:
+        if self._dimension is None:
+            from fastembed import TextEmbedding
+
+            self._dimension = int(TextEmbedding.get_embedding_size(self.model))
+        return self._dimension
+
+    @property
+    def fingerprint(self) -> str:
+        return f"fastembed:{self.model}:{self.location.variant}:{self.dimension}:sha{self.location.sha}"
+
+    @property
+    def counter(self) -> TokenCounter:
+        if self._counter is None:
+            self._counter = TokenCounter(Tokenizer.from_file(str(self._model_dir() / "tokenizer.json")))
+        return self._counter
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def _model_dir(self) -> Any:
+        if self.location.directory is not None:
+            return self.location.directory
+        from fastembed import TextEmbedding  # hub: download (or reuse the cache) without a session
+
+        probe = TextEmbedding(self.model, cache_dir=str(self.settings.model_cache_dir), lazy_load=True)
+        from pathlib import Path
+
+        return Path(probe.model._model_dir)
+
+    # --- work ----------------------------------------------------------------------------
+    def _load(self) -> Any:
+        with self._lock:
+            if self._model is None:
+                from fastembed import TextEmbedding
+
+                kwargs: dict[str, Any] = {
+                    "cache_dir": str(self.settings.model_cache_dir),
+                    "threads": self.threads,
+                    "enable_cpu_mem_arena": self.settings.embed_cpu_mem_arena,
+                }
+                if self.location.directory is not None:
+                    kwargs["specific_model_path"] = str(self.location.directory)
+                self._model = TextEmbedding(self.model, **kwargs)
+                self.loads += 1
+            return self._model
+
+    def _embed_sync(self, texts: list[str]) -> list[list[float]]:
+        model = self._load()
+        vectors = model.embed(texts, batch_size=len(texts))
+        return [vector.tolist() for vector in vectors]
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._embed_sync, texts)
+        except MemoryError as exc:
+            raise EmbeddingError(f"out of memory embedding {len(texts)} texts") from exc
+        except Exception as exc:
+            raise EmbeddingError(f"{type(exc).__name__}: {exc}") from exc
+
+    async def embed_query(self, text: str) -> list[float]:
+        return (await self.embed_documents([text]))[0]
+
+    def _unload_sync(self) -> None:
+        with self._lock:
+            self._model = None
+        release_memory()
+
+    async def unload(self) -> None:
+        if self._model is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._unload_sync)
+
+    async def close(self) -> None:
+        await self.unload()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def prepare(self) -> str:
+        """Fetch or assemble the model and load it once: the Docker build's bake step."""
+        self._embed_sync(["warm-up"])
+        return str(self._model_dir())

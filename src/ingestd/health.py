@@ -1,0 +1,72 @@
+"""The daemon's small HTTP face: /health, /metrics, and the CLI's way in while it runs.
+
+Embedded Qdrant allows one process per storage folder, so while the daemon runs, `ingestd
+search`, `status`, `retry` and `forget` are answered here rather than by opening the store.
+Binds to 127.0.0.1 unless HEALTH_HOST says otherwise (the container sets 0.0.0.0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+class HealthServer:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        health: Callable[[], Awaitable[dict[str, Any]]],
+        metrics: Callable[[], bytes],
+        actions: dict[str, Handler],
+    ) -> None:
+        self.host, self.port = host, port
+        self._health, self._metrics, self._actions = health, metrics, actions
+        self._runner: web.AppRunner | None = None
+        self.bound_port = port
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_get("/health", self._on_health)
+        app.router.add_get("/metrics", self._on_metrics)
+        app.router.add_post("/api/{action}", self._on_action)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        sockets = getattr(server, "sockets", None) or []
+        if sockets:
+            self.bound_port = int(sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _on_health(self, _: web.Request) -> web.Response:
+        body = await self._health()
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+    async def _on_metrics(self, _: web.Request) -> web.Response:
+        response = web.Response(body=self._metrics())
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def _on_action(self, request: web.Request) -> web.Response:
+        handler = self._actions.get(request.match_info["action"])
+        if handler is None:
+            raise web.HTTPNotFound()
+        try:
+            params = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text="body must be JSON") from None
+        try:
+            return web.json_response(await handler(params if isinstance(params, dict) else {}))
+        except (KeyError, ValueError) as exc:
+            return web.json_response({"error": str(exc)}, status=400)

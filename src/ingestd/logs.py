@@ -1,0 +1,71 @@
+"""Structured logs: JSON lines for `docker logs`, readable console output on a TTY.
+
+Every event names the file it concerns and its outcome. Values that look like secrets are
+masked by a processor, so no code path can leak an API key by logging a setting or an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(api[_-]?key|token|password|secret|authorization)", re.IGNORECASE)
+_SECRET_VALUES = re.compile(
+    r"(sk-[A-Za-z0-9_\-]{12,}|pa-[A-Za-z0-9_\-]{12,}|(?i:bearer)\s+[A-Za-z0-9._\-]{12,}"
+    r"|(?i:api[_-]?key)[=:]\s*[^\s,&'\"]{6,})"
+)
+_known_secrets: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a configured secret so that any log line containing it is masked."""
+    if value and len(value) >= 6:
+        _known_secrets.add(value)
+
+
+def mask(text: str) -> str:
+    for secret in _known_secrets:
+        text = text.replace(secret, "[REDACTED]")
+    return _SECRET_VALUES.sub("[REDACTED]", text)
+
+
+def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key, value in list(event.items()):
+        if _SECRET_KEYS.search(key) and key not in {"tokens", "chunk_tokens"}:
+            if value not in (None, "", 0) and not isinstance(value, bool | int | float):
+                event[key] = "[REDACTED]"
+        elif isinstance(value, str):
+            event[key] = mask(value)
+    return event
+
+
+def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
+    """Configure structlog once per process; safe to call again (tests, CLI subcommands)."""
+    use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stdout),
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

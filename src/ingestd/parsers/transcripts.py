@@ -1,0 +1,123 @@
+"""JSONL transcripts (Claude Code and Codex CLI) from lines to units.
+
+A bad line never stops a file: invalid JSON, JSON of an unexpected shape, nesting too deep to
+parse, or a line over the length cap is recorded with its line number and skipped. Unknown line
+types are counted, so a new Claude Code release shows up in the logs rather than as lost text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ingestd.parsers.claude import Rendered, RenderOptions, is_claude_line, render_claude
+from ingestd.parsers.codex import is_codex_line, render_codex
+from ingestd.parsers.units import LineIssue, Unit
+from ingestd.reader import Line
+
+MAX_ISSUES_KEPT = 20
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+
+
+def session_identity(path: Path, root: Path) -> dict[str, str | None]:
+    """Project and session from the folder layout; subagent files join their parent session."""
+    parts = path.relative_to(root).parts
+    project = parts[0] if len(parts) > 1 else None
+    session: str | None = path.stem
+    if "subagents" in parts[:-1]:
+        session = parts[parts.index("subagents") - 1]
+    elif path.stem.startswith("agent-"):
+        session = None  # taken from the lines' sessionId
+    elif path.stem.startswith("rollout-"):
+        found = _UUID.findall(path.stem)
+        session = found[-1] if found else path.stem
+    return {"project": project, "session": session}
+
+
+class TranscriptParser:
+    def __init__(self, path: Path, root: Path, options: RenderOptions) -> None:
+        self.identity = session_identity(path, root)
+        self.options = options
+        self.counts: Counter[str] = Counter()
+        self.issues: list[LineIssue] = []
+        self.context: dict[str, Any] = {}
+
+    def prime(self, first_line: bytes) -> None:
+        """Read file-level context (Codex's session_meta) when resuming past the first line."""
+        obj = _loads(first_line)
+        if isinstance(obj, dict):
+            self._remember_context(obj)
+
+    def parse(self, line: Line) -> Unit | None:
+        if line.data is None:
+            return self._skip(line, "line longer than MAX_LINE_BYTES")
+        if not line.data.strip():
+            self.counts["blank"] += 1
+            return None
+        obj = _loads(line.data)
+        if isinstance(obj, str):
+            return self._skip(line, obj)
+        if not isinstance(obj, dict):
+            return self._skip(line, f"unexpected JSON shape: {type(obj).__name__}")
+        self._remember_context(obj)
+        rendered = self._render(obj)
+        if isinstance(rendered, str):
+            self.counts[rendered.split(":", 1)[0]] += 1
+            if rendered.startswith("unknown"):
+                self.counts[rendered] += 1
+            return None
+        self.counts["kept"] += 1
+        meta = {**self.context, **{k: v for k, v in rendered.meta.items() if v not in (None, [], "")}}
+        meta.setdefault("session", self.identity["session"])
+        return Unit(
+            text=rendered.text,
+            start=line.start,
+            end=line.end,
+            line=line.number,
+            next_line=line.number + 1,
+            label=rendered.label,
+            meta=meta,
+        )
+
+    def _render(self, obj: dict[str, Any]) -> Rendered | str:
+        if is_codex_line(obj):
+            return render_codex(obj, self.options)
+        if is_claude_line(obj) or obj.get("type") in ("user", "assistant", "summary"):
+            return render_claude(obj, self.options)
+        if "instructions" in obj and "id" in obj:  # legacy Codex header
+            return "ignored:header"
+        return f"unknown:{obj.get('type')}"
+
+    def _remember_context(self, obj: dict[str, Any]) -> None:
+        if obj.get("type") != "session_meta" or not isinstance(obj.get("payload"), dict):
+            return
+        payload = obj["payload"]
+        git = payload.get("git") if isinstance(payload.get("git"), dict) else {}
+        for key, value in (
+            ("session", payload.get("id")),
+            ("cwd", payload.get("cwd")),
+            ("git_branch", git.get("branch")),
+        ):
+            if isinstance(value, str) and value:
+                self.context[key] = value
+
+    def _skip(self, line: Line, reason: str) -> None:
+        self.counts["malformed"] += 1
+        if len(self.issues) < MAX_ISSUES_KEPT:
+            self.issues.append(LineIssue(line=line.number, offset=line.start, reason=reason))
+        return None
+
+
+def _loads(data: bytes) -> Any:
+    """Parsed JSON, or a string saying why it could not be parsed."""
+    try:
+        return json.loads(data)
+    except UnicodeDecodeError:
+        return "line is not valid UTF-8"
+    except RecursionError:
+        return "JSON nested too deeply"
+    except ValueError as exc:
+        return f"invalid JSON: {str(exc)[:80]}"

@@ -1,0 +1,28 @@
+"""Rebuild a lost state file from what Qdrant holds.
+
+Every point carries its file, generation and ordinal, so the state can be reconstructed as
+"this file, at this generation, has points": each such file is marked pending from its start,
+and the pipeline's verification pass acknowledges the chunks already stored without embedding
+them again. Nothing is re-embedded that Qdrant still has.
+"""
+
+from __future__ import annotations
+
+from ingestd.reader import digest
+from ingestd.state import FileRecord, StateStore
+from ingestd.store import KINDS, VectorStore
+
+
+async def rebuild_state(store: VectorStore, state: StateStore) -> int:
+    latest: dict[str, tuple[str, int]] = {}
+    for kind in KINDS:
+        for _, payload in await store.scroll_all(kind, ["path", "generation"]):
+            path, generation = payload.get("path"), payload.get("generation")
+            if not isinstance(path, str) or not isinstance(generation, int):
+                continue
+            if path not in latest or latest[path][1] < generation:
+                latest[path] = (kind, generation)
+    for path, (kind, generation) in latest.items():
+        record = FileRecord(kind=kind, status="pending", generation=generation, head_fp=digest(b""))
+        state.put(path, record)
+    return len(latest)

@@ -1,0 +1,184 @@
+"""Configuration from the environment and `.env`, validated once at start-up.
+
+Names follow the ecosystem (`QDRANT_URL`, `EMBEDDING_MODEL`, `FASTEMBED_CACHE_PATH`, …) so that
+an existing `.env` for Qdrant or FastEmbed tools keeps working. Every field here is documented in
+`.env.example` and the README table; `tests/test_settings_sync.py` keeps the three in step.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class ConfigError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+def _split_paths(value: object) -> object:
+    if isinstance(value, str):
+        return [Path(part.strip()) for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """All of ingestd's settings; the field name upper-cased is the environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- folders -------------------------------------------------------------------------
+    conversations_dirs: Annotated[list[Path], NoDecode] = Field(
+        default_factory=lambda: [Path("watch/conversations")]
+    )
+    documents_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("watch/documents")])
+    state_dir: Path = Path("state")
+
+    # --- Qdrant --------------------------------------------------------------------------
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    qdrant_path: Path | None = None
+    collection_prefix: str = "ingestd"
+    qdrant_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # --- embedding -----------------------------------------------------------------------
+    embedding_provider: Literal["fastembed", "voyage"] = "fastembed"
+    embedding_model: str = MINILM
+    fastembed_model_source: Literal["pypi", "hub"] = "pypi"
+    fastembed_model_dir: Path | None = None
+    fastembed_cache_path: Path | None = None
+    embed_cpu_mem_arena: bool = False
+    onnx_threads: int = Field(default=0, ge=0)
+    thread_pool_workers: int = Field(default=1, ge=1, le=16)
+    embed_batch_size: int = Field(default=32, ge=1, le=1000)
+    embed_batch_max_tokens: int = Field(default=4096, ge=256)
+    embed_idle_unload_seconds: float = Field(default=900.0, ge=0)
+    embed_cache_max_entries: int = Field(default=200_000, ge=0)
+    voyage_api_key: SecretStr | None = None
+    voyage_base_url: str | None = None
+    voyage_output_dimension: int | None = None
+    voyage_rpm: int = Field(default=2000, ge=1)
+    voyage_tpm: int = Field(default=3_000_000, ge=1000)
+    redact_secrets: bool | None = None
+
+    # --- chunking ------------------------------------------------------------------------
+    chunk_max_tokens: int = Field(default=128, ge=16)
+    chunk_overlap_tokens: int = Field(default=16, ge=0)
+    tool_result_max_chars: int = Field(default=2000, ge=0)
+    include_thinking: bool = False
+    include_images: bool = False
+
+    # --- reading -------------------------------------------------------------------------
+    read_block_bytes: int = Field(default=64 * 1024, ge=1024)
+    max_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    document_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
+    # --- discovery -----------------------------------------------------------------------
+    watch_debounce_ms: int = Field(default=200, ge=10)
+    watch_force_polling: bool = False
+    watch_poll_delay_ms: int = Field(default=1000, ge=50)
+    watch_probe_seconds: float = Field(default=300.0, ge=0)
+    reconcile_seconds: float = Field(default=300.0, ge=0)
+
+    # --- policy --------------------------------------------------------------------------
+    documents_purge_on_delete: bool = True
+    conversations_purge_on_delete: bool = False
+
+    # --- pipeline ------------------------------------------------------------------------
+    file_concurrency: int = Field(default=4, ge=1, le=64)
+    queue_max_chunks: int = Field(default=256, ge=1)
+    state_flush_seconds: float = Field(default=1.0, ge=0)
+    retry_max_attempts: int = Field(default=5, ge=1)
+    retry_backoff_seconds: float = Field(default=0.5, gt=0)
+    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
+    operational_memory_mb: int = Field(default=1024, ge=64)
+
+    # --- operations ----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    health_host: str = "127.0.0.1"
+    health_port: int = Field(default=8765, ge=0, le=65535)
+    progress_log_seconds: float = Field(default=30.0, ge=0)
+    heartbeat_seconds: float = Field(default=3600.0, ge=0)
+
+    _split_conversations = field_validator("conversations_dirs", "documents_dirs", mode="before")(
+        _split_paths
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("qdrant_url", mode="before")
+    @classmethod
+    def _blank_url_is_unset(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+    @model_validator(mode="after")
+    def _check_combinations(self) -> Settings:
+        if self.embedding_provider == "fastembed" and self.chunk_max_tokens > 256:
+            # all-MiniLM-L6-v2 was trained on at most 256 word-pieces; longer chunks are
+            # silently truncated by FastEmbed at 512 and embedded badly before that.
+            raise ValueError("CHUNK_MAX_TOKENS must be at most 256 for FastEmbed models")
+        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+            raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
+        if self.embed_batch_max_tokens < self.chunk_max_tokens:
+            raise ValueError("EMBED_BATCH_MAX_TOKENS must be at least CHUNK_MAX_TOKENS")
+        if self.embedding_provider == "voyage" and self.voyage_api_key is None:
+            raise ValueError("VOYAGE_API_KEY is required when EMBEDDING_PROVIDER=voyage")
+        return self
+
+    # --- derived -------------------------------------------------------------------------
+    @property
+    def qdrant_local_path(self) -> Path:
+        return self.qdrant_path or self.state_dir / "qdrant"
+
+    @property
+    def model_cache_dir(self) -> Path:
+        return self.fastembed_cache_path or self.state_dir / "models"
+
+    @property
+    def state_file(self) -> Path:
+        return self.state_dir / "state.json"
+
+    @property
+    def redaction_enabled(self) -> bool:
+        if self.redact_secrets is not None:
+            return self.redact_secrets
+        return self.embedding_provider != "fastembed"
+
+    def roots(self) -> list[tuple[str, Path]]:
+        """Every watched root with its kind, resolved so that symlinked roots compare equal."""
+        kinds = [("conversations", d) for d in self.conversations_dirs]
+        kinds += [("documents", d) for d in self.documents_dirs]
+        return [(kind, path.expanduser().resolve()) for kind, path in kinds]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings, turning pydantic's error into one line per bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"] if part != "__root__"]
+            name = loc[0].upper() if loc else _name_from_message(error["msg"])
+            lines.append(f"{name}: {error['msg']}")
+        raise ConfigError("invalid configuration: " + "; ".join(lines)) from None
+
+
+def _name_from_message(message: str) -> str:
+    """Model-level checks name their variable first in the message; reuse it."""
+    head = message.removeprefix("Value error, ").split(" ", 1)[0]
+    return head if head.isupper() else "configuration"

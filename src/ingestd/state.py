@@ -1,0 +1,192 @@
+"""The resumable state file: per file, how far its text has been stored in Qdrant.
+
+Written atomically (temporary file, fsync, rename, fsync of the directory), keeping the previous
+good copy as `state.json.bak`, so a kill at any instant leaves a readable state. Records only
+advance after Qdrant has acknowledged the points they describe; the pipeline guarantees that.
+A lock file keeps two daemons off one state directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+VERSION = 1
+Status = Literal["pending", "done", "skipped", "failed", "quarantined", "deleted", "forgotten"]
+
+
+class StateLocked(Exception):
+    """Another ingestd owns this state directory."""
+
+
+@dataclass(slots=True)
+class FileRecord:
+    kind: str
+    status: Status = "pending"
+    reason: str | None = None
+    size: int = 0
+    mtime_ns: int = 0
+    ctime_ns: int = 0
+    inode: int = 0
+    head_len: int = 0
+    head_fp: str = ""
+    tail_fp: str = ""
+    offset: int = 0  # bytes consumed: the end of the last complete line read
+    resume_offset: int = 0  # where the first chunk not yet stored begins
+    resume_ordinal: int = 0
+    resume_line: int = 1
+    generation: int = 0
+    chunks: int = 0
+    attempts: int = 0
+    redactions: int = 0
+    updated_at: float = field(default_factory=time.time)
+
+    def signature(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.inode)
+
+    def restart(self, generation: int) -> None:
+        """Forget progress: the file was rewritten (or is retried) under a new generation."""
+        self.generation = generation
+        self.offset = self.resume_offset = self.resume_ordinal = self.chunks = 0
+        self.resume_line = 1
+        self.head_len, self.head_fp, self.tail_fp = 0, "", ""
+        self.redactions = 0
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> FileRecord:
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+@dataclass(slots=True)
+class LoadReport:
+    source: str  # "state", "backup", "new"
+    problem: str | None = None
+
+
+class StateStore:
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = state_dir
+        self.path = state_dir / "state.json"
+        self.backup = state_dir / "state.json.bak"
+        self.files: dict[str, FileRecord] = {}
+        self.meta: dict[str, Any] = {}
+        self.dirty = False
+        self._lock_handle: Any = None
+
+    # --- locking -------------------------------------------------------------------------
+    def lock(self, owner: str = "daemon") -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        handle = (self.dir / "ingestd.lock").open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StateLocked(
+                f"{self.dir} is in use by {holder}; stop it first (one ingestd per state directory)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{owner} pid {os.getpid()}")
+        handle.flush()
+        self._lock_handle = handle
+
+    def unlock(self) -> None:
+        if self._lock_handle is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_handle, fcntl.LOCK_UN)
+            self._lock_handle.close()
+            self._lock_handle = None
+
+    # --- reading -------------------------------------------------------------------------
+    def load(self) -> LoadReport:
+        problem = None
+        for source, path in (("state", self.path), ("backup", self.backup)):
+            if not path.exists():
+                continue
+            try:
+                self._parse(path.read_text(encoding="utf-8"))
+                return LoadReport(source, problem)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                problem = f"{path.name} unreadable ({type(exc).__name__}: {str(exc)[:100]})"
+        self.files, self.meta = {}, {}
+        return LoadReport("new", problem)
+
+    def _parse(self, text: str) -> None:
+        data = json.loads(text)
+        if not isinstance(data, dict) or data.get("version") != VERSION:
+            raise ValueError(
+                f"unsupported state version {data.get('version') if isinstance(data, dict) else '?'}"
+            )
+        self.meta = dict(data.get("meta") or {})
+        self.files = {path: FileRecord.from_json(record) for path, record in data["files"].items()}
+
+    # --- writing -------------------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self.dirty = True
+
+    def serialize(self) -> bytes:
+        body = {
+            "version": VERSION,
+            "meta": self.meta,
+            "files": {path: asdict(record) for path, record in self.files.items()},
+        }
+        return json.dumps(body, separators=(",", ":")).encode("utf-8")
+
+    def save(self) -> None:
+        """Atomic replace; on any error (ENOSPC included) the previous file is left intact."""
+        data = self.serialize()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".state.json.{os.getpid()}.tmp"
+        try:
+            with tmp.open("wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            if self.path.exists():
+                os.replace(self.path, self.backup)
+            os.replace(tmp, self.path)
+            _fsync_dir(self.dir)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not self.path.exists() and self.backup.exists():
+                with contextlib.suppress(OSError):
+                    os.replace(self.backup, self.path)
+            raise
+        self.dirty = False
+
+    # --- records -------------------------------------------------------------------------
+    def get(self, path: str) -> FileRecord | None:
+        return self.files.get(path)
+
+    def put(self, path: str, record: FileRecord) -> None:
+        record.updated_at = time.time()
+        self.files[path] = record
+        self.dirty = True
+
+    def remove(self, path: str) -> None:
+        if self.files.pop(path, None) is not None:
+            self.dirty = True
+
+    def summary(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for record in self.files.values():
+            counts[record.status] = counts.get(record.status, 0) + 1
+        return counts
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

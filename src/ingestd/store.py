@@ -1,0 +1,188 @@
+"""Qdrant: embedded local mode under `state/` by default, a server when `QDRANT_URL` is set.
+
+Point IDs are uuid5 of (file, generation, ordinal), so replaying any batch overwrites the same
+points instead of adding duplicates. Each collection records the fingerprint of the model that
+made its vectors; a different model is refused at start-up rather than mixed in silently.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+
+from ingestd.settings import Settings
+
+KINDS = ("conversations", "documents")
+NAMESPACE = uuid.UUID("6f1c8a52-3b7e-4c1a-9a0e-5d2b7c9e4f10")
+INDEXED = {
+    "path": models.PayloadSchemaType.KEYWORD,
+    "project": models.PayloadSchemaType.KEYWORD,
+    "session": models.PayloadSchemaType.KEYWORD,
+    "kind": models.PayloadSchemaType.KEYWORD,
+    "generation": models.PayloadSchemaType.INTEGER,
+    "ordinal": models.PayloadSchemaType.INTEGER,
+}
+
+
+class ModelMismatch(Exception):
+    """The collection holds vectors of another model: a start-up error, never a silent mix."""
+
+
+def point_id(path: str, generation: int, ordinal: int) -> str:
+    """uuid5 over the path's bytes, so names that are not valid UTF-8 still get stable IDs."""
+    name = os.fsencode(path) + f"\x00{generation}\x00{ordinal}".encode()
+    return str(uuid.UUID(bytes=hashlib.sha1(NAMESPACE.bytes + name).digest()[:16], version=5))
+
+
+@dataclass(slots=True)
+class Hit:
+    score: float
+    payload: dict[str, Any]
+
+
+def _file_filter(path: str, generation: int | None = None, ordinal_from: int | None = None) -> models.Filter:
+    must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
+    if generation is not None:
+        must.append(models.FieldCondition(key="generation", match=models.MatchValue(value=generation)))
+    if ordinal_from is not None:
+        must.append(models.FieldCondition(key="ordinal", range=models.Range(gte=ordinal_from)))
+    return models.Filter(must=must)
+
+
+class VectorStore:
+    def __init__(self, settings: Settings, fingerprint: str, slug: str, dimension: int) -> None:
+        self.settings = settings
+        self.fingerprint = fingerprint
+        self.dimension = dimension
+        self.collections = {kind: f"{settings.collection_prefix}-{kind}-{slug}" for kind in KINDS}
+        self.server = settings.qdrant_url is not None
+        self._client: AsyncQdrantClient | None = None
+        self._ready: set[str] = set()
+
+    @property
+    def location(self) -> str:
+        return self.settings.qdrant_url or str(self.settings.qdrant_local_path)
+
+    @property
+    def client(self) -> AsyncQdrantClient:
+        if self._client is None:
+            if self.server:
+                key = self.settings.qdrant_api_key
+                self._client = AsyncQdrantClient(
+                    url=self.settings.qdrant_url,
+                    api_key=key.get_secret_value() if key else None,
+                    timeout=int(self.settings.qdrant_timeout_seconds),
+                )
+            else:
+                self.settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
+                self._client = AsyncQdrantClient(path=str(self.settings.qdrant_local_path))
+        return self._client
+
+    async def ensure_collections(self) -> None:
+        for kind in KINDS:
+            await self.ensure_collection(kind)
+
+    async def ensure_collection(self, kind: str) -> str:
+        name = self.collections[kind]
+        if name in self._ready:
+            return name
+        if await self.client.collection_exists(name):
+            info = await self.client.get_collection(name)
+            recorded = (info.config.metadata or {}).get("ingestd_model")
+            if recorded is not None and recorded != self.fingerprint:
+                raise ModelMismatch(
+                    f"collection {name} holds vectors of {recorded}, but the configured model is "
+                    f"{self.fingerprint}; set COLLECTION_PREFIX to start a new collection, or "
+                    "restore the original model settings"
+                )
+            params = info.config.params.vectors
+            size = params.size if isinstance(params, models.VectorParams) else None
+            if size is not None and size != self.dimension:
+                raise ModelMismatch(
+                    f"collection {name} has {size}-dimensional vectors, the model makes {self.dimension}"
+                )
+        else:
+            await self.client.create_collection(
+                name,
+                vectors_config=models.VectorParams(size=self.dimension, distance=models.Distance.COSINE),
+                metadata={"ingestd_model": self.fingerprint},
+            )
+            if self.server:
+                for field, schema in INDEXED.items():
+                    await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
+        self._ready.add(name)
+        return name
+
+    async def upsert(self, kind: str, points: list[models.PointStruct]) -> None:
+        name = await self.ensure_collection(kind)
+        await self.client.upsert(name, points=points, wait=True)
+
+    async def delete_file(
+        self, kind: str, path: str, generation: int | None = None, ordinal_from: int | None = None
+    ) -> None:
+        name = await self.ensure_collection(kind)
+        selector = models.FilterSelector(filter=_file_filter(path, generation, ordinal_from))
+        await self.client.delete(name, points_selector=selector, wait=True)
+
+    async def stored_digests(self, kind: str, ids: Iterable[str]) -> dict[str, str]:
+        """Digest of each stored point's text, for the IDs that exist."""
+        name = await self.ensure_collection(kind)
+        records = await self.client.retrieve(name, ids=list(ids), with_payload=["digest"], with_vectors=False)
+        return {str(record.id): str((record.payload or {}).get("digest")) for record in records}
+
+    async def search(
+        self, kind: str, vector: list[float], limit: int, project: str | None = None
+    ) -> list[Hit]:
+        name = await self.ensure_collection(kind)
+        query_filter = None
+        if project:
+            query_filter = models.Filter(
+                should=[
+                    models.FieldCondition(key="project", match=models.MatchValue(value=project)),
+                    models.FieldCondition(key="project_name", match=models.MatchValue(value=project)),
+                ]
+            )
+        response = await self.client.query_points(
+            name, query=vector, limit=limit, query_filter=query_filter, with_payload=True
+        )
+        return [Hit(score=point.score, payload=point.payload or {}) for point in response.points]
+
+    async def count(self, kind: str) -> int:
+        name = await self.ensure_collection(kind)
+        return (await self.client.count(name, exact=True)).count
+
+    async def count_file(self, kind: str, path: str) -> int:
+        name = await self.ensure_collection(kind)
+        return (await self.client.count(name, count_filter=_file_filter(path), exact=True)).count
+
+    async def scroll_all(self, kind: str, fields: list[str]) -> list[tuple[str, dict[str, Any]]]:
+        """Every point's ID and chosen payload fields (for tests and state rebuilds)."""
+        name = await self.ensure_collection(kind)
+        out: list[tuple[str, dict[str, Any]]] = []
+        offset: Any = None
+        while True:
+            records, offset = await self.client.scroll(
+                name, limit=512, offset=offset, with_payload=fields, with_vectors=False
+            )
+            out.extend((str(record.id), record.payload or {}) for record in records)
+            if offset is None:
+                return out
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.get_collections()
+        except Exception:
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+            self._ready.clear()
