@@ -518,8 +518,7 @@ class Pipeline:
         if job.target.kind == "conversations":
             from ingestd.parsers.transcripts import session_identity
 
-            identity = {k: v for k, v in session_identity(job.target.path, job.target.root).items() if v}
-            identity.update({k: v for k, v in chunk.meta.items() if k == "session" and v})
+            identity = {"project": session_identity(job.target.path, job.target.root)["project"]}
             cwd = chunk.meta.get("cwd")
             if isinstance(cwd, str) and cwd:
                 identity["project_name"] = cwd.rstrip("/").rsplit("/", 1)[-1]

@@ -23,17 +23,20 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 def session_identity(path: Path, root: Path) -> dict[str, str | None]:
-    """Project and session from the folder layout; subagent files join their parent session."""
+    """Project and session from the folder layout; subagent files join their parent session.
+
+    The layout is authoritative for `<session>.jsonl` and `<session>/subagents/…`; for
+    `agent-*.jsonl` and Codex rollouts the lines know better (sessionId, session_meta), and the
+    name is only the fallback (`session_fallback`).
+    """
     parts = path.relative_to(root).parts
     project = parts[0] if len(parts) > 1 else None
     session: str | None = path.stem
     if "subagents" in parts[:-1]:
         session = parts[parts.index("subagents") - 1]
-    elif path.stem.startswith("agent-"):
-        session = None  # taken from the lines' sessionId
-    elif path.stem.startswith("rollout-"):
+    elif path.stem.startswith(("agent-", "rollout-")):
         found = _UUID.findall(path.stem)
-        session = found[-1] if found else path.stem
+        return {"project": project, "session": None, "session_fallback": found[-1] if found else path.stem}
     return {"project": project, "session": session}
 
 
@@ -71,7 +74,9 @@ class TranscriptParser:
             return None
         self.counts["kept"] += 1
         meta = {**self.context, **{k: v for k, v in rendered.meta.items() if v not in (None, [], "")}}
-        meta.setdefault("session", self.identity["session"])
+        if self.identity["session"]:
+            meta["session"] = self.identity["session"]
+        meta.setdefault("session", self.identity.get("session_fallback"))
         return Unit(
             text=rendered.text,
             start=line.start,

@@ -1,0 +1,243 @@
+"""End to end against the real model and the real embedded Qdrant: no mocks of either."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
+
+from ingestd.engine import Engine
+from ingestd.pipeline import FileJob, Outcome
+from ingestd.store import point_id
+
+
+async def ingest(engine: Engine, path: Path) -> Outcome:
+    result = await engine.submit(path)
+    if isinstance(result, FileJob):
+        await result.done.wait()
+        assert result.outcome is not None
+        return result.outcome
+    assert result is not None
+    return result
+
+
+async def points_of(engine: Engine, kind: str, path: Path) -> dict[str, dict[str, object]]:
+    rows = await engine.store.scroll_all(kind, ["path", "ordinal", "generation", "text", "digest"])
+    return {pid: payload for pid, payload in rows if payload["path"] == str(path)}
+
+
+def conv(engine: Engine, *parts: str) -> Path:
+    return engine.settings.conversations_dirs[0].joinpath(*parts)
+
+
+async def test_transcript_ingested_and_searchable(engine: Engine) -> None:
+    path = conv(engine, "-home-dev-project", "s1.jsonl")
+    write_transcript(path, seed=1, exchanges=6)
+    outcome = await ingest(engine, path)
+    assert outcome.status == "done" and outcome.chunks > 0
+    points = await points_of(engine, "conversations", path)
+    assert len(points) == outcome.chunks
+    texts = "\n".join(str(p["text"]) for p in points.values())
+    assert "user:" in texts and "assistant:" in texts and "[tool_use " in texts and "[tool_result]" in texts
+    assert "SECRET-THOUGHT" not in texts, "thinking blocks are dropped by default"
+    hits = await engine.search("flaky test", "conversations", None, 3)
+    assert hits and hits[0]["path"] == str(path)
+    assert hits[0]["project"] == "-home-dev-project" and hits[0]["session"] == "s1"
+    assert hits[0]["project_name"] == "project"
+
+
+async def test_every_chunk_within_token_limit(engine: Engine) -> None:
+    path = conv(engine, "p", "long.jsonl")
+    session = ClaudeSession(7, "long")
+    huge = " ".join(["tokenization"] * 3000)
+    lines = [*session.lines(3), session.user(huge), session.tool_result("t", huge)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(dump(lines))
+    doc = engine.settings.documents_dirs[0] / "big.md"
+    doc.write_text(markdown_document(3, 40) + "\n" + "word " * 5000)
+    await ingest(engine, path)
+    await ingest(engine, doc)
+    counter = engine.provider.counter.tokenizer
+    limit = engine.settings.chunk_max_tokens
+    for kind in ("conversations", "documents"):
+        rows = await engine.store.scroll_all(kind, ["text"])
+        assert rows
+        for _, payload in rows:
+            assert len(counter.encode(str(payload["text"])).ids) <= limit  # with [CLS] and [SEP]
+
+
+async def test_append_embeds_only_new_lines(engine: Engine, counting) -> None:  # type: ignore[no-untyped-def]
+    path = conv(engine, "p", "live.jsonl")
+    session = write_transcript(path, seed=2, exchanges=20)
+    first = await ingest(engine, path)
+    assert first.embedded == first.chunks > 5
+    for _ in range(3):
+        before = len(counting.texts)
+        with path.open("ab") as handle:
+            handle.write(dump([session.user("One more question about the flaky retry timeout.")]))
+        outcome = await ingest(engine, path)
+        embedded_now = len(counting.texts) - before
+        assert outcome.status == "done"
+        assert 1 <= embedded_now <= 2, f"an append re-embedded {embedded_now} chunks"
+    # The final collection equals a clean ingest of the final file.
+    points = await points_of(engine, "conversations", path)
+    clean = conv(engine, "p", "clean.jsonl")
+    clean.write_bytes(path.read_bytes())
+    await ingest(engine, clean)
+    clean_points = await points_of(engine, "conversations", clean)
+    assert sorted((p["ordinal"], p["text"]) for p in points.values()) == sorted(
+        (p["ordinal"], p["text"]) for p in clean_points.values()
+    )
+
+
+async def test_incomplete_last_line_waits_for_its_newline(engine: Engine) -> None:
+    path = conv(engine, "p", "partial.jsonl")
+    session = write_transcript(path, seed=3, exchanges=2)
+    tail = json.dumps(session.user("the unfinished line about kernels")).encode()
+    with path.open("ab") as handle:
+        handle.write(tail[:40])
+    await ingest(engine, path)
+    record = engine.state.get(str(path))
+    assert record is not None and record.offset == path.stat().st_size - 40
+    assert all("unfinished" not in str(p["text"]) for p in (await points_of(engine, "conversations", path)).values())
+    with path.open("ab") as handle:
+        handle.write(tail[40:] + b"\n")
+    await ingest(engine, path)
+    texts = [str(p["text"]) for p in (await points_of(engine, "conversations", path)).values()]
+    assert any("unfinished line about kernels" in text for text in texts)
+
+
+async def test_rewritten_file_replaces_its_points(engine: Engine) -> None:
+    path = conv(engine, "p", "rewrite.jsonl")
+    write_transcript(path, seed=4, exchanges=8)
+    await ingest(engine, path)
+    old = await points_of(engine, "conversations", path)
+    write_transcript(path, seed=5, exchanges=3)  # different head, shorter
+    outcome = await ingest(engine, path)
+    new = await points_of(engine, "conversations", path)
+    assert outcome.status == "done"
+    assert len(new) == outcome.chunks and not set(old) & set(new)
+    assert {p["generation"] for p in new.values()} == {1}
+
+
+async def test_deletion_policies(engine: Engine) -> None:
+    doc = engine.settings.documents_dirs[0] / "gone.md"
+    doc.write_text(markdown_document(1, 3))
+    transcript = conv(engine, "p", "kept.jsonl")
+    write_transcript(transcript, seed=6, exchanges=2)
+    await ingest(engine, doc)
+    await ingest(engine, transcript)
+    doc.unlink()
+    transcript.unlink()
+    assert (await ingest(engine, doc)).reason == "purged"
+    assert (await ingest(engine, transcript)).reason == "kept"
+    assert await engine.store.count_file("documents", str(doc)) == 0
+    assert await engine.store.count_file("conversations", str(transcript)) > 0
+    record = engine.state.get(str(transcript))
+    assert record is not None and record.status == "deleted"
+
+
+async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> None:  # type: ignore[no-untyped-def]
+    from conftest import make_settings
+
+    settings = make_settings(tmp_path)
+    path = settings.conversations_dirs[0] / "p" / "resume.jsonl"
+    write_transcript(path, seed=8, exchanges=15)
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    outcome = await ingest(engine, path)
+    ids = set(await points_of(engine, "conversations", path))
+    await engine.close()
+    embedded = len(counting.texts)
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    again = await ingest(engine, path)
+    assert again.status == "unchanged" and len(counting.texts) == embedded
+    # Lose the state's progress (as a kill before the flush would): nothing is re-embedded,
+    # because stored chunks are verified against Qdrant first.
+    record = engine.state.get(str(path))
+    assert record is not None
+    record.status, record.resume_offset, record.resume_ordinal, record.resume_line = "pending", 0, 0, 1
+    redo = await ingest(engine, path)
+    assert redo.status == "done" and redo.reused == outcome.chunks and redo.embedded == 0
+    assert set(await points_of(engine, "conversations", path)) == ids
+    assert await engine.store.count_file("conversations", str(path)) == len(ids)
+    assert ids == {point_id(str(path), 0, n) for n in range(outcome.chunks)}
+    await engine.close()
+
+
+async def test_malformed_lines_are_skipped_and_reported(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+    from ingestd.logs import configure_logging
+
+    configure_logging("INFO", "json")
+    path = conv(engine, "p", "bad.jsonl")
+    session = ClaudeSession(9, "bad")
+    good = dump(session.lines(2)).splitlines(keepends=True)
+    body = good[0] + b"{not json\n" + good[1] + b"[1, 2, 3]\n" + b'{"type": "mystery-type"}\n' + b"".join(good[2:])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    outcome = await ingest(engine, path)
+    assert outcome.status == "done" and outcome.chunks > 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    skipped = [e for e in events if e["event"] == "line.skipped"]
+    assert {(e["line"], e["path"]) for e in skipped} == {(2, str(path)), (4, str(path))}
+    done = next(e for e in events if e["event"] == "file.ingested")
+    assert done["lines"]["malformed"] == 2 and done["lines"]["unknown:mystery-type"] == 1
+    configure_logging("WARNING", "json")
+
+
+async def test_codex_rollout_and_subagents(engine: Engine) -> None:
+    rollout = conv(engine, "2025", "10", "30", "rollout-2025-10-30T11-00-00-0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.jsonl")
+    rollout.parent.mkdir(parents=True, exist_ok=True)
+    rollout.write_bytes(dump(codex_rollout(1, 3)))
+    sub = conv(engine, "p", "parent-session", "subagents", "agent-abc.jsonl")
+    write_transcript(sub, seed=10, exchanges=1, session="ignored")
+    await ingest(engine, rollout)
+    await ingest(engine, sub)
+    codex = await engine.store.scroll_all("conversations", ["path", "session", "text", "git_branch"])
+    rows = [p for _, p in codex if p["path"] == str(rollout)]
+    assert rows and all(p["session"] == "sess-1" and p["git_branch"] == "dev" for p in rows)
+    joined = "\n".join(str(p["text"]) for p in rows)
+    assert "[tool_use shell]" in joined and joined.count("user:") == 3  # event_msg copies not embedded
+    subs = [p for _, p in codex if p["path"] == str(sub)]
+    assert subs and {p["session"] for p in subs} == {"parent-session"}
+
+
+async def test_documents_markdown_pdf_and_binary(engine: Engine, tmp_path: Path) -> None:
+    docs = engine.settings.documents_dirs[0]
+    (docs / "notes.md").write_text(markdown_document(2, 6))
+    (docs / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
+    (docs / "page.html").write_text("<html><head><title>T</title><script>var x=1;</script></head><body><p>Kernel signal handling notes.</p></body></html>")
+    (docs / "report.pdf").write_bytes(simple_pdf(["Quarterly memory leak report", "Second page"]))
+    outcomes = {p.name: await ingest(engine, p) for p in sorted(docs.iterdir())}
+    assert outcomes["notes.md"].status == "done"
+    assert outcomes["image.md"].status == "skipped" and "binary" in (outcomes["image.md"].reason or "")
+    assert outcomes["page.html"].status == "done" and outcomes["report.pdf"].status == "done"
+    rows = await engine.store.scroll_all("documents", ["path", "text", "heading", "page"])
+    html_text = [p["text"] for _, p in rows if str(p["path"]).endswith("page.html")]
+    assert len(html_text) == 1 and "Kernel signal handling notes." in str(html_text[0])
+    assert "var x" not in str(html_text[0]), "scripts are not text"
+    pdf = [p for _, p in rows if str(p["path"]).endswith("report.pdf")]
+    assert pdf and pdf[0]["page"] == 1 and "memory leak" in str(pdf[0]["text"])
+    headings = {p.get("heading") for _, p in rows if str(p["path"]).endswith("notes.md")}
+    assert any(str(h).startswith("Section ") for h in headings), headings
+
+
+async def test_embedding_failure_quarantines_then_retry(engine: Engine, counting) -> None:  # type: ignore[no-untyped-def]
+    path = conv(engine, "p", "quarantine.jsonl")
+    write_transcript(path, seed=11, exchanges=2)
+    counting.fail_next = 100
+    outcome = await ingest(engine, path)
+    assert outcome.status == "quarantined" and "injected" in (outcome.reason or "")
+    record = engine.state.get(str(path))
+    assert record is not None and record.status == "quarantined" and record.attempts == 1
+    assert (await ingest(engine, path)).status == "unchanged", "quarantine holds until the file changes"
+    status = await engine.status()
+    assert status["problems"]["quarantined"][0]["path"] == str(path)
+    counting.fail_next = 0
+    assert engine.retry() == [str(path)]
+    assert (await ingest(engine, path)).status == "done"
