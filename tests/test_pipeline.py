@@ -241,3 +241,18 @@ async def test_embedding_failure_quarantines_then_retry(engine: Engine, counting
     counting.fail_next = 0
     assert engine.retry() == [str(path)]
     assert (await ingest(engine, path)).status == "done"
+
+
+async def test_identical_text_is_embedded_once(engine: Engine, counting) -> None:  # type: ignore[no-untyped-def]
+    first = conv(engine, "p", "one.jsonl")
+    write_transcript(first, seed=12, exchanges=4)
+    outcome = await ingest(engine, first)
+    before = len(counting.texts)
+    copy = conv(engine, "q", "one.jsonl")
+    copy.parent.mkdir(parents=True, exist_ok=True)
+    copy.write_bytes(first.read_bytes())
+    again = await ingest(engine, copy)
+    assert again.status == "done" and again.chunks == outcome.chunks
+    assert len(counting.texts) == before, "every chunk of the copy came from the cache"
+    assert engine.metrics.cache_hits._value.get() >= outcome.chunks
+    assert await engine.store.count_file("conversations", str(copy)) == outcome.chunks

@@ -23,11 +23,12 @@ from ingestd.logs import get_logger
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
 from ingestd.system import release_memory, rss_mb
-from ingestd.watcher import RootWatch, Watcher
+from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.daemon")
 SHUTDOWN_GRACE = 7.0  # seconds for the in-flight batch before it is abandoned (10 s budget)
+HEALTH_PING_TIMEOUT = 3.0  # seconds; the container's health check gives up after 5
 
 
 class Daemon:
@@ -35,7 +36,13 @@ class Daemon:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.queue = WorkQueue()
-        self.watcher = Watcher(settings, self.queue, self.engine.state, on_mode=self._on_mode)
+        self.watcher = Watcher(settings, self.queue, self.engine.state, metrics=self.engine.metrics)
+        self.engine.metrics.bind(
+            files_queued=lambda: len(self.queue),
+            backlog_age=self.queue.oldest_age,
+            model_loaded=lambda: self.engine.provider.loaded,
+            store_up=lambda: self.engine.pipeline.store_available,
+        )
         self.health = HealthServer(
             settings.health_host,
             settings.health_port,
@@ -69,13 +76,15 @@ class Daemon:
         )
         try:
             await self.engine.open("daemon")
+            # Watch first, then scan: a file created in between is seen by one or the other.
+            self._tasks = [*self.watcher.start()]
+            await asyncio.sleep(0.2)
             await self.watcher.reconcile()
-            self._tasks = [
+            self._tasks += [
                 *(
                     asyncio.create_task(self._reader(n), name=f"reader-{n}")
                     for n in range(self.settings.file_concurrency)
                 ),
-                *self.watcher.start(),
                 asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                 asyncio.create_task(self._progress_loop(), name="progress"),
                 asyncio.create_task(self._idle_loop(), name="idle-unload"),
@@ -162,58 +171,44 @@ class Daemon:
             return
         while True:
             await asyncio.sleep(self.settings.reconcile_seconds)
-            before = {watch.root: watch.events for watch in self.watcher.watches}
+            # The watcher also compares what the scan found with what events announced, and
+            # switches a root whose events do not arrive to polling (see watcher.check_delivery).
             changed = await self.watcher.reconcile()
             self._reconciles += 1
             if changed:
                 log.info(
                     "reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued"
                 )
-                self._check_event_delivery(before)
-
-    def _check_event_delivery(self, before: dict[Path, int]) -> None:
-        """A root that changed on disk with no event since the last scan gets polled instead."""
-        for watch in self.watcher.watches:
-            if watch.polling or not watch.root.is_dir():
-                continue
-            if watch.events == before.get(watch.root, 0) and self._root_changed(watch):
-                watch.missed += 1
-                self.watcher.switch_to_polling(
-                    watch, "changes found by the reconcile scan arrived with no file event"
-                )
-
-    def _root_changed(self, watch: RootWatch) -> bool:
-        quiet_for = self.settings.reconcile_seconds
-        cutoff = time.time() - quiet_for
-        for key, record in self.engine.state.files.items():
-            if key.startswith(str(watch.root)) and record.status == "pending":
-                return record.mtime_ns / 1e9 > cutoff
-        return False
-
-    def _on_mode(self, watch: RootWatch) -> None:
-        self.engine.metrics.watcher_mode.labels(str(watch.root)).set(1 if watch.polling else 0)
 
     # --- housekeeping --------------------------------------------------------------------
     async def _progress_loop(self) -> None:
+        """A progress line every PROGRESS_LOG_SECONDS while busy; idle, only a heartbeat.
+
+        Busy means files queued or in flight, or files or chunks finished since the last tick,
+        so the last burst of work is always reported once after it ends.
+        """
         interval = self.settings.progress_log_seconds
-        if interval <= 0:
-            return
+        heartbeat = self.settings.heartbeat_seconds
+        tick = interval if interval > 0 else min(heartbeat, 60.0) if heartbeat > 0 else 60.0
         pipeline = self.engine.pipeline
-        last_chunks = pipeline.totals["chunks_embedded"]
-        last_beat = time.monotonic()
+        last_chunks, last_files = pipeline.totals["chunks_embedded"], self._files_finished()
+        last_tick = last_beat = time.monotonic()
         while True:
-            await asyncio.sleep(interval)
-            chunks = pipeline.totals["chunks_embedded"]
-            busy = bool(len(self.queue) or pipeline.jobs or chunks != last_chunks)
+            await asyncio.sleep(tick)
             now = time.monotonic()
-            if busy or now - last_beat >= self.settings.heartbeat_seconds:
+            chunks, files = pipeline.totals["chunks_embedded"], self._files_finished()
+            busy = bool(len(self.queue) or pipeline.jobs or chunks != last_chunks or files != last_files)
+            due_beat = not busy and heartbeat > 0 and now - last_beat >= heartbeat
+            if (busy and interval > 0) or due_beat:
                 log.info(
                     "progress" if busy else "heartbeat",
                     path=str(self.settings.state_dir),
                     outcome="busy" if busy else "idle",
                     files_done=pipeline.totals["done"],
+                    files_finished=files,
                     chunks_done=chunks,
-                    chunks_per_s=round((chunks - last_chunks) / interval, 1),
+                    files_per_s=round((files - last_files) / max(now - last_tick, 1e-3), 2),
+                    chunks_per_s=round((chunks - last_chunks) / max(now - last_tick, 1e-3), 1),
                     queue=len(self.queue),
                     in_flight=len(pipeline.jobs),
                     chunk_queue=pipeline.queue.qsize(),
@@ -221,9 +216,13 @@ class Daemon:
                     rss_mb=rss_mb(),
                 )
                 last_beat = now
-            last_chunks = chunks
-            self.engine.metrics.backlog_age.set(self.queue.oldest_age())
+            last_chunks, last_files, last_tick = chunks, files, now
             await self._check_memory()
+
+    def _files_finished(self) -> int:
+        """Files that reached an outcome (done, skipped, failed, quarantined, …)."""
+        totals = self.engine.pipeline.totals
+        return sum(count for status, count in totals.items() if status != "chunks_embedded")
 
     async def _check_memory(self) -> None:
         limit = self.settings.operational_memory_mb
@@ -268,8 +267,12 @@ class Daemon:
 
     # --- HTTP ----------------------------------------------------------------------------
     async def health_report(self) -> dict[str, Any]:
+        """ok, or degraded (503) while starting, when Qdrant does not answer, or when embedding halted."""
         pipeline = self.engine.pipeline
-        store_ok = pipeline.store_available and await self.engine.store.ping()
+        store_ok = False
+        if pipeline.store_available and self.ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                store_ok = await asyncio.wait_for(self.engine.store.ping(), HEALTH_PING_TIMEOUT)
         quarantined = sum(1 for r in self.engine.state.files.values() if r.status == "quarantined")
         degraded = not store_ok or pipeline.halted is not None or not self.ready.is_set()
         return {
@@ -279,14 +282,14 @@ class Daemon:
             "model_loaded": self.engine.provider.loaded,
             "embedding_halted": pipeline.halted,
             "queue_depth": len(self.queue) + pipeline.queue.qsize(),
+            "files_queued": len(self.queue),
+            "chunks_queued": pipeline.queue.qsize(),
             "files_in_flight": len(pipeline.jobs),
             "oldest_pending_age_s": round(self.queue.oldest_age(), 1),
             "files_quarantined": quarantined,
             "last_error": pipeline.last_error,
-            "watchers": {
-                str(w.root): {"kind": w.kind, "mode": w.mode, "events": w.events}
-                for w in self.watcher.watches
-            },
+            "watchers": {str(w.root): w.report() for w in self.watcher.watches},
+            "watch_probe": self.watcher.probe_result.report(),
             "rss_mb": rss_mb(),
         }
 

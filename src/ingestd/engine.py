@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ingestd.discovery import Refusal, Target, classify
+from ingestd.embed_cache import EmbeddingCache
 from ingestd.embedding import EmbeddingProvider, build_provider
 from ingestd.logs import get_logger, register_secret
 from ingestd.metrics import Metrics
@@ -37,8 +38,15 @@ class Engine:
             settings, self.provider.fingerprint, self.provider.collection_slug, self.provider.dimension
         )
         self.metrics = Metrics()
+        self.cache = (
+            EmbeddingCache(
+                settings.state_dir / "cache", self.provider.fingerprint, settings.embed_cache_max_entries
+            )
+            if settings.embed_cache_max_entries > 0
+            else None
+        )
         self.pipeline = Pipeline(
-            settings, self.provider, self.store, self.state, self.metrics, redactor=self._redactor()
+            settings, self.provider, self.store, self.state, self.metrics, self._redactor(), self.cache
         )
         self.roots = settings.roots()
         self.started = time.time()
@@ -87,21 +95,33 @@ class Engine:
         self.save_state()
         await self.store.close()
         await self.provider.close()
+        if self.cache is not None:
+            self.cache.close()
         self.state.unlock()
 
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.state_flush_seconds)
             if self.state.dirty:
-                await asyncio.to_thread(self.save_state)
+                # Snapshot on the loop (records change there), write and fsync off it.
+                self.state.dirty = False
+                data = self.state.serialize()
+                try:
+                    await asyncio.to_thread(self.state.write, data)
+                except OSError as exc:
+                    self.state.dirty = True
+                    self._log_write_failure(exc)
 
     def save_state(self) -> None:
         try:
             self.state.save()
         except OSError as exc:
-            log.error(
-                "state.write_failed", path=str(self.state.path), error=str(exc), outcome="kept previous state"
-            )
+            self._log_write_failure(exc)
+
+    def _log_write_failure(self, exc: OSError) -> None:
+        log.error(
+            "state.write_failed", path=str(self.state.path), error=str(exc), outcome="kept previous state"
+        )
 
     # --- operations ----------------------------------------------------------------------
     def target(self, path: Path) -> Target | Refusal | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections import Counter
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -65,10 +66,12 @@ async def run_import(settings: Settings, paths: list[Path], kind: str | None) ->
                 progress.update(task, advance=1, description=path.name[:40])
 
             await asyncio.gather(*(one(path) for path in candidates))
-        failed = [job for job in jobs if job.outcome and job.outcome.status not in ("done",)]
+        outcomes = Counter(job.outcome.status for job in jobs if job.outcome)
         embedded = sum(job.embedded for job in jobs)
+        failed = outcomes["failed"] + outcomes["quarantined"]
         print(
-            f"imported {len(jobs) - len(failed)} files ({embedded} chunks embedded), {len(candidates) - len(jobs)} unchanged or refused, {len(failed)} failed",
+            f"imported {outcomes['done']} files ({embedded} chunks embedded), "
+            f"{outcomes['skipped']} skipped, {failed} failed, {len(candidates) - len(jobs)} unchanged or refused",
             file=sys.stderr,
         )
         return 1 if failed else 0

@@ -25,6 +25,7 @@ from qdrant_client import models
 
 from ingestd.chunker import Chunk, Packer
 from ingestd.discovery import Target
+from ingestd.embed_cache import EmbeddingCache
 from ingestd.embedding import EmbeddingError, EmbeddingProvider
 from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
@@ -113,6 +114,7 @@ class Pipeline:
         state: StateStore,
         metrics: Metrics | None = None,
         redactor: Redactor | None = None,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         self.settings = settings
         self.provider = provider
@@ -120,13 +122,14 @@ class Pipeline:
         self.state = state
         self.metrics = metrics or Metrics()
         self.redactor = redactor
+        self.cache = cache
         self.options = RenderOptions(
             tool_result_max_chars=settings.tool_result_max_chars,
             include_thinking=settings.include_thinking,
             include_images=settings.include_images,
         )
         self.queue: asyncio.Queue[Pending] = asyncio.Queue(maxsize=settings.queue_max_chunks)
-        self.upserts: asyncio.Queue[tuple[list[Pending], list[list[float]]]] = asyncio.Queue(maxsize=2)
+        self.upserts: asyncio.Queue[tuple[list[Pending], list[list[float]]]] = asyncio.Queue(maxsize=1)
         self.jobs: dict[str, FileJob] = {}
         self.store_available = True
         self.halted: str | None = None  # set when the provider refuses all work (bad credentials)
@@ -419,16 +422,39 @@ class Pipeline:
                 continue
             vectors = await self._embed(batch)
             kept = [(item, vector) for item, vector in zip(batch, vectors, strict=True) if vector is not None]
+            log.debug(
+                "batch.embedded",
+                path=batch[0].job.key,
+                files=len({item.job.key for item in batch}),
+                chunks=len(batch),
+                outcome="embedded",
+            )
             if kept:
                 await self.upserts.put(([item for item, _ in kept], [vector for _, vector in kept]))
 
     async def _embed(self, batch: list[Pending]) -> list[list[float] | None]:
+        """Vectors for the batch, from the cache where the same text was embedded before."""
+        if self.cache is None:
+            return await self._embed_fresh(batch)
+        digests = [item.chunk.digest for item in batch]
+        cached = await asyncio.to_thread(self.cache.get_many, list(dict.fromkeys(digests)))
+        missing = [item for item, digest in zip(batch, digests, strict=True) if digest not in cached]
+        self.metrics.cache_hits.inc(len(batch) - len(missing))
+        self.metrics.cache_misses.inc(len(missing))
+        fresh = await self._embed_fresh(missing) if missing else []
+        new = {item.chunk.digest: vector for item, vector in zip(missing, fresh, strict=True) if vector}
+        await asyncio.to_thread(self.cache.put_many, new)
+        by_digest: dict[str, list[float] | None] = {**cached, **new}
+        failed = {id(item) for item, vector in zip(missing, fresh, strict=True) if vector is None}
+        return [None if id(item) in failed else by_digest[item.chunk.digest] for item in batch]
+
+    async def _embed_fresh(self, batch: list[Pending]) -> list[list[float] | None]:
         """Vectors for the batch; None where a file's embedding failed for good (quarantined)."""
         try:
             return list(await self._embed_texts([item.chunk.text for item in batch]))
         except EmbeddingError as exc:
             if await self._halt_if_fatal(exc, batch):
-                return await self._embed(batch)
+                return await self._embed_fresh(batch)
             jobs = list(dict.fromkeys(item.job for item in batch))
             if len(jobs) == 1:
                 return await self._embed_one_file(batch, exc, attempt=1)

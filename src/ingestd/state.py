@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -142,27 +143,36 @@ class StateStore:
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     def save(self) -> None:
+        self.dirty = False
+        try:
+            self.write(self.serialize())
+        except BaseException:
+            self.dirty = True
+            raise
+
+    def write(self, data: bytes) -> None:
         """Atomic replace; on any error (ENOSPC included) the previous file is left intact."""
-        data = self.serialize()
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".state.json.{os.getpid()}.tmp"
+        unique = f"{os.getpid()}.{threading.get_ident()}"
+        tmp = self.dir / f".state.json.{unique}.tmp"
         try:
             with tmp.open("wb") as handle:
                 handle.write(data)
                 handle.flush()
                 os.fsync(handle.fileno())
             if self.path.exists():
-                os.replace(self.path, self.backup)
+                # Hard-link the current file as the backup, so state.json itself is never absent.
+                link = self.dir / f".state.json.bak.{unique}.tmp"
+                with contextlib.suppress(FileNotFoundError):
+                    link.unlink()
+                os.link(self.path, link)
+                os.replace(link, self.backup)
             os.replace(tmp, self.path)
             _fsync_dir(self.dir)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
-            if not self.path.exists() and self.backup.exists():
-                with contextlib.suppress(OSError):
-                    os.replace(self.backup, self.path)
             raise
-        self.dirty = False
 
     # --- records -------------------------------------------------------------------------
     def get(self, path: str) -> FileRecord | None:
