@@ -45,7 +45,7 @@ from ingestd.parsers.transcripts import TranscriptParser
 from ingestd.parsers.units import Unit
 from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, read_lines
 from ingestd.settings import Settings
-from ingestd.state import FileRecord, StateStore
+from ingestd.state import FileRecord, StateStore, Status
 from ingestd.store import VectorStore, point_id
 from ingestd.system import release_memory, rss_mb
 
@@ -140,6 +140,7 @@ class Pipeline:
         self._completions: set[asyncio.Task[None]] = set()
         self._last_trim = 0.0
         self._carry: Pending | None = None
+        self._fresh = 0  # chunks of the last batch that the model embedded (not from the cache)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -195,7 +196,13 @@ class Pipeline:
         record.status = "pending"
         if fresh:
             record.head_len = min(FINGERPRINT_BYTES, info.st_size)
-            record.head_fp = await asyncio.to_thread(fingerprint, target.real, 0, record.head_len)
+            try:
+                record.head_fp = await asyncio.to_thread(fingerprint, target.real, 0, record.head_len)
+            except FileNotFoundError:
+                return await self.remove(target.key)
+            except OSError as exc:  # EACCES above all: stat needs no read permission, open does
+                reason = "permission denied" if isinstance(exc, PermissionError) else "cannot read"
+                return self._skip(target, f"{reason}: {exc.strerror or exc}", "failed")
         self.state.put(target.key, record)
         job = FileJob(target=target, record=record, fresh=fresh)
         job.verifying = not fresh
@@ -230,8 +237,11 @@ class Pipeline:
         try:
             if fingerprint(target.real, 0, record.head_len) != record.head_fp:
                 return "rewrite"
+            if target.kind == "documents" and record.offset and not _ends_line(target.real, record.offset):
+                return "rewrite"  # the unterminated last line it had may have grown
             if record.status != "pending":
-                tail_start = max(0, record.offset - FINGERPRINT_BYTES)
+                # Documents: the whole prefix (see head_and_tail); transcripts only append.
+                tail_start = 0 if target.kind == "documents" else max(0, record.offset - FINGERPRINT_BYTES)
                 if fingerprint(target.real, tail_start, record.offset - tail_start) != record.tail_fp:
                     return "rewrite"
         except OSError:
@@ -257,8 +267,11 @@ class Pipeline:
             await self._emit(job, tail)
         await self._flush_verification(job)
         if job.failure is None:
-            head_len, head_fp, tail_fp = await asyncio.to_thread(head_and_tail, target.real, consumed)
+            head_len, head_fp, tail_fp = await asyncio.to_thread(
+                head_and_tail, target.real, consumed, target.kind == "documents"
+            )
             job.final = {"offset": consumed, "head_len": head_len, "head_fp": head_fp, "tail_fp": tail_fp}
+            self._check_unchanged(job)
             if tail is None:
                 job.final.update(resume_offset=consumed, resume_ordinal=packer.ordinal)
             job.final["chunks"] = packer.ordinal + (1 if tail is not None else 0)
@@ -327,6 +340,7 @@ class Pipeline:
             record.resume_line,
             self.settings.read_block_bytes,
             self.settings.max_line_bytes,
+            include_partial=True,
         ):
             for unit in sections.feed(line):
                 for chunk in packer.feed(self._redact(unit)):
@@ -427,6 +441,7 @@ class Pipeline:
                 path=batch[0].job.key,
                 files=len({item.job.key for item in batch}),
                 chunks=len(batch),
+                fresh=self._fresh if self.cache is not None else len(batch),
                 outcome="embedded",
             )
             if kept:
@@ -439,6 +454,7 @@ class Pipeline:
         digests = [item.chunk.digest for item in batch]
         cached = await asyncio.to_thread(self.cache.get_many, list(dict.fromkeys(digests)))
         missing = [item for item, digest in zip(batch, digests, strict=True) if digest not in cached]
+        self._fresh = len(missing)
         self.metrics.cache_hits.inc(len(batch) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         fresh = await self._embed_fresh(missing) if missing else []
@@ -717,12 +733,31 @@ class Pipeline:
             job.acked = job.emitted  # nothing more will be acknowledged; settle now
             self._maybe_complete(job)
 
-    def _skip(self, target: Target, reason: str) -> Outcome:
+    def _skip(self, target: Target, reason: str, status: Status = "skipped") -> Outcome:
         record = self.state.get(target.key) or FileRecord(kind=target.kind)
-        record.status, record.reason = "skipped", reason
+        record.status, record.reason = status, reason
+        record.attempts += 1
         self.state.put(target.key, record)
-        log.warning("file.skipped", path=target.key, kind=target.kind, reason=reason, outcome="skipped")
-        return Outcome(target.key, target.kind, "skipped", reason)
+        log.warning(f"file.{status}", path=target.key, kind=target.kind, reason=reason, outcome=status)
+        return Outcome(target.key, target.kind, status, reason)
+
+    def _check_unchanged(self, job: FileJob) -> None:
+        """A file that changed while it was read is logged; its record keeps the signature seen
+        before the read, so the next pass (file event or reconcile scan) looks at it again."""
+        try:
+            now = _signature(os.stat(job.target.real))
+        except OSError:
+            return
+        if now != job.record.signature():
+            log.warning(
+                "file.changed_while_reading",
+                path=job.key,
+                kind=job.target.kind,
+                reason="changed while being read; read again on the next pass",
+                size_before=job.record.size,
+                size_now=now[0],
+                outcome="re-read later",
+            )
 
     # --- refusals, deletions, forgetting -------------------------------------------------
     def refuse(self, key: str, kind: str, reason: str) -> Outcome:
@@ -779,6 +814,12 @@ def _display(path: str) -> str:
 
 def _reason_label(reason: str | None) -> str:
     return (reason or "unknown").split("(")[0].split(":")[0].strip()[:40]
+
+
+def _ends_line(path: Path, offset: int) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(offset - 1)
+        return handle.read(1) == b"\n"
 
 
 def _head(path: Path) -> bytes:

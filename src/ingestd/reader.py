@@ -27,9 +27,18 @@ class Line:
 
 
 async def read_lines(
-    path: Path, start: int, first_line: int, block_bytes: int, max_line_bytes: int
+    path: Path,
+    start: int,
+    first_line: int,
+    block_bytes: int,
+    max_line_bytes: int,
+    include_partial: bool = False,
 ) -> AsyncIterator[Line]:
-    """Yield complete lines from `start`; stop at the last newline seen."""
+    """Yield complete lines from `start`; stop at the last newline seen.
+
+    `include_partial` also yields an unterminated last line: right for documents, whose last
+    line often has no newline, wrong for transcripts, where it is a line still being written.
+    """
     number = first_line
     line_start = start
     pending: list[bytes] = []
@@ -41,6 +50,9 @@ async def read_lines(
         while True:
             block = await handle.read(block_bytes)
             if not block:
+                if include_partial and (pending or oversized):
+                    data = None if oversized else b"".join(pending)
+                    yield Line(data=data, start=line_start, end=position, number=number)
                 return
             cursor = 0
             while cursor < len(block):
@@ -70,14 +82,28 @@ def digest(data: bytes) -> str:
 
 
 def fingerprint(path: Path, start: int, length: int) -> str:
-    """Hash of `length` bytes at `start`: how rewrites are told apart from appends."""
+    """Hash of `length` bytes at `start`: how rewrites are told apart from appends.
+
+    Hashed in blocks, so a whole-prefix fingerprint of a large document costs no memory.
+    """
+    hasher = hashlib.blake2b(digest_size=16)
     with path.open("rb") as handle:
         handle.seek(start)
-        return digest(handle.read(length))
+        while length > 0:
+            block = handle.read(min(length, 1 << 20))
+            if not block:
+                break
+            hasher.update(block)
+            length -= len(block)
+    return hasher.hexdigest()
 
 
-def head_and_tail(path: Path, offset: int) -> tuple[int, str, str]:
-    """Fingerprints of the file's head and of the bytes just before `offset`."""
+def head_and_tail(path: Path, offset: int, whole_prefix: bool = False) -> tuple[int, str, str]:
+    """Fingerprints of the file's head and of the bytes just before `offset`.
+
+    `whole_prefix` fingerprints everything before `offset`: documents are edited in place, and an
+    edit in the middle that keeps the size leaves head and last 4 KiB unchanged.
+    """
     head_len = min(FINGERPRINT_BYTES, os.path.getsize(path))
-    tail_start = max(0, offset - FINGERPRINT_BYTES)
+    tail_start = 0 if whole_prefix else max(0, offset - FINGERPRINT_BYTES)
     return head_len, fingerprint(path, 0, head_len), fingerprint(path, tail_start, offset - tail_start)
