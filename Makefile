@@ -39,24 +39,27 @@ soak: install ## long soak and crash tests (50+ kills)
 bench: install ## benchmarks: bench/results.json, plots, summary table
 	$(BIN)/python bench/run.py
 
-lint: install ## ruff, mypy, hadolint, compose validation
+lint: install ## ruff, mypy, hadolint, compose validation, settings docs in step
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+	$(BIN)/python -m ingestd.settings_doc --check
 
-up: ## docker compose --profile async up -d (needs a Docker engine)
-	docker compose --profile async up -d
+up: ## build and start Qdrant + ingestd in Docker (needs a Docker engine)
+	@# Created here, not by Docker, so that they belong to you rather than to root.
+	mkdir -p state watch/documents
+	docker compose --profile async up -d --build
 
 down: ## stop the containers
 	docker compose --profile async down
 
 logs: ## follow the daemon's logs
-	docker compose logs -f ingestd
+	docker compose --profile async logs -f ingestd
 
 stats: ## memory and CPU of the containers
-	docker stats --no-stream
+	docker stats --no-stream $$(docker compose --profile async ps -q)
 
 clean: ## remove the venv, caches and runtime state (keeps state/.gitkeep)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache src/*.egg-info

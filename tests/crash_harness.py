@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generators import ClaudeSession, dump, markdown_document  # noqa: E402
+from generators import ClaudeSession, dump, markdown_document
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / "state" / "models"
@@ -118,7 +118,10 @@ def collection_points(state: Path) -> dict[str, dict[str, Any]]:
             offset = None
             while True:
                 records, offset = client.scroll(
-                    collection.name, limit=1000, offset=offset, with_payload=["path", "ordinal", "generation", "text"]
+                    collection.name,
+                    limit=1000,
+                    offset=offset,
+                    with_payload=["path", "ordinal", "generation", "text"],
                 )
                 for record in records:
                     points[str(record.id)] = record.payload or {}
@@ -223,7 +226,9 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
         if time.monotonic() - started > max_seconds:
             report.notes.append("stopped early: time budget")
             break
-        proc = subprocess.Popen(python + ["run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*python, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         report.restarts += 1
         reader = LogReader(proc)
         # Kill while working, not while Python starts: after the run's first stored batch
@@ -241,7 +246,9 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
     appender.join()
     report.appended_lines = appender.lines
 
-    proc = subprocess.Popen(python + ["run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [*python, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     report.restarts += 1
     try:
         deadline = time.monotonic() + 600
@@ -264,7 +271,9 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
     report.reference_points, report.crash_points = len(reference), len(crash)
     report.missing = len(set(reference) - set(crash))
     report.stale = len(set(crash) - set(reference))
-    report.text_mismatches = sum(1 for pid in set(reference) & set(crash) if reference[pid]["text"] != crash[pid]["text"])
+    report.text_mismatches = sum(
+        1 for pid in set(reference) & set(crash) if reference[pid]["text"] != crash[pid]["text"]
+    )
     slots = Counter((p["path"], p["ordinal"]) for p in crash.values())
     report.duplicates = sum(count - 1 for count in slots.values() if count > 1)
     report.embedded_per_run = [fresh_embedded(text) for text in logs]
@@ -285,7 +294,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         report = run(Path(tmp), args.kills, args.seed, max_seconds=3600)
     print(json.dumps(asdict(report), indent=2))
-    ok = report.missing == report.stale == report.duplicates == report.text_mismatches == report.unreadable_states == 0
+    ok = (
+        report.missing
+        == report.stale
+        == report.duplicates
+        == report.text_mismatches
+        == report.unreadable_states
+        == 0
+    )
     return 0 if ok else 1
 
 

@@ -15,12 +15,56 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-WORDS = (
-    "flaky test fixture retry timeout database migration index query cache memory leak thread "
-    "async await socket handler parser token chunk embedding vector search collection upsert "
-    "docker compose volume mount permission kernel signal restart deploy branch merge rebase "
-    "commit review refactor module function class method interface provider settings config"
-).split()
+WORDS = [
+    "flaky",
+    "test",
+    "fixture",
+    "retry",
+    "timeout",
+    "database",
+    "migration",
+    "index",
+    "query",
+    "cache",
+    "memory",
+    "leak",
+    "thread",
+    "async",
+    "await",
+    "socket",
+    "handler",
+    "parser",
+    "token",
+    "chunk",
+    "embedding",
+    "vector",
+    "search",
+    "collection",
+    "upsert",
+    "docker",
+    "compose",
+    "volume",
+    "mount",
+    "permission",
+    "kernel",
+    "signal",
+    "restart",
+    "deploy",
+    "branch",
+    "merge",
+    "rebase",
+    "commit",
+    "review",
+    "refactor",
+    "module",
+    "function",
+    "class",
+    "method",
+    "interface",
+    "provider",
+    "settings",
+    "config",
+]
 TOOLS = ("Bash", "Read", "Edit", "Write", "Grep", "Glob", "TodoWrite")
 
 
@@ -56,7 +100,7 @@ class ClaudeSession:
             "type": kind,
             "message": message,
             "uuid": uid,
-            "timestamp": f"2025-10-{1 + self.clock % 27:02d}T{self.clock % 24:02d}:{self.clock % 60:02d}:00.000Z",
+            "timestamp": _timestamp(self.clock),
             **extra,
         }
         self.parent = uid
@@ -66,7 +110,12 @@ class ClaudeSession:
         return self._envelope("user", {"role": "user", "content": text})
 
     def assistant(self, blocks: list[dict[str, Any]]) -> dict[str, Any]:
-        message = {"id": f"msg_{self.rng.getrandbits(48):x}", "role": "assistant", "model": "claude-sonnet-4", "content": blocks}
+        message = {
+            "id": f"msg_{self.rng.getrandbits(48):x}",
+            "role": "assistant",
+            "model": "claude-sonnet-4",
+            "content": blocks,
+        }
         return self._envelope("assistant", message, requestId=f"req_{self.rng.getrandbits(40):x}")
 
     def tool_result(self, tool_id: str, text: str) -> dict[str, Any]:
@@ -92,7 +141,12 @@ class ClaudeSession:
                 [
                     {"type": "thinking", "thinking": "SECRET-THOUGHT " + sentence(rng, 8), "signature": "x"},
                     {"type": "text", "text": paragraph(rng, rng.randint(1, 2))},
-                    {"type": "tool_use", "id": tool_id, "name": tool, "input": {"file_path": f"src/{rng.choice(WORDS)}.py", "command": sentence(rng, 4)}},
+                    {
+                        "type": "tool_use",
+                        "id": tool_id,
+                        "name": tool,
+                        "input": {"file_path": f"src/{rng.choice(WORDS)}.py", "command": sentence(rng, 4)},
+                    },
                 ]
             ),
             self.tool_result(tool_id, paragraph(rng, rng.randint(1, 6))),
@@ -103,9 +157,17 @@ class ClaudeSession:
         return lines
 
     def lines(self, exchanges: int) -> Iterator[dict[str, Any]]:
-        yield {"type": "summary", "summary": "Fixing the flaky " + self.rng.choice(WORDS) + " test", "leafUuid": "leaf-1"}
+        yield {
+            "type": "summary",
+            "summary": "Fixing the flaky " + self.rng.choice(WORDS) + " test",
+            "leafUuid": "leaf-1",
+        }
         for _ in range(exchanges):
             yield from self.exchange()
+
+
+def _timestamp(clock: int) -> str:
+    return f"2025-10-{1 + clock % 27:02d}T{clock % 24:02d}:{clock % 60:02d}:00.000Z"
 
 
 def dump(lines: Any) -> bytes:
@@ -137,17 +199,50 @@ def codex_rollout(seed: int, turns: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     ts = "2025-10-30T11:00:00.000Z"
     lines: list[dict[str, Any]] = [
-        {"timestamp": ts, "type": "session_meta", "payload": {"id": f"sess-{seed}", "cwd": "/work/codex-proj", "git": {"branch": "dev"}}},
+        {
+            "timestamp": ts,
+            "type": "session_meta",
+            "payload": {"id": f"sess-{seed}", "cwd": "/work/codex-proj", "git": {"branch": "dev"}},
+        },
         {"timestamp": ts, "type": "turn_context", "payload": {"cwd": "/work/codex-proj", "model": "gpt-5"}},
     ]
     for _ in range(turns):
         question = paragraph(rng, 2)
         lines += [
-            {"timestamp": ts, "type": "response_item", "payload": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": question}]}},
+            {
+                "timestamp": ts,
+                "type": "response_item",
+                "payload": {
+                    "type": "message",
+                    "role": "user",
+                    "content": [{"type": "input_text", "text": question}],
+                },
+            },
             {"timestamp": ts, "type": "event_msg", "payload": {"type": "user_message", "message": question}},
-            {"timestamp": ts, "type": "response_item", "payload": {"type": "function_call", "name": "shell", "arguments": json.dumps({"command": ["pytest", "-x"]}), "call_id": "c1"}},
-            {"timestamp": ts, "type": "response_item", "payload": {"type": "function_call_output", "call_id": "c1", "output": paragraph(rng, 2)}},
-            {"timestamp": ts, "type": "response_item", "payload": {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": paragraph(rng, 2)}]}},
+            {
+                "timestamp": ts,
+                "type": "response_item",
+                "payload": {
+                    "type": "function_call",
+                    "name": "shell",
+                    "arguments": json.dumps({"command": ["pytest", "-x"]}),
+                    "call_id": "c1",
+                },
+            },
+            {
+                "timestamp": ts,
+                "type": "response_item",
+                "payload": {"type": "function_call_output", "call_id": "c1", "output": paragraph(rng, 2)},
+            },
+            {
+                "timestamp": ts,
+                "type": "response_item",
+                "payload": {
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": paragraph(rng, 2)}],
+                },
+            },
         ]
     return lines
 

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+
 from crash_harness import Report, run
 
 # In flight at any instant: one batch being embedded, one waiting for Qdrant, one being

@@ -13,17 +13,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from conftest import MODEL_CACHE, CountingProvider, make_settings
 from generators import ClaudeSession, dump, markdown_document, write_transcript
-
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-async def wait_for(condition, timeout: float = 30.0, step: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
+async def wait_for(condition, limit: float = 30.0, step: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         value = await condition()
         if value:
@@ -62,7 +62,7 @@ async def test_dropped_files_become_searchable(daemon: Daemon) -> None:
     await wait_for(lambda: found("zebra crossing sensor drift", transcript))
     # Deleting the document purges it.
     doc.unlink()
-    await wait_for(lambda: _count(daemon, "documents", doc), timeout=30)
+    await wait_for(lambda: _count(daemon, "documents", doc), limit=30)
     health = await daemon.health_report()
     assert health["status"] == "ok" and health["store_reachable"] is True
 
@@ -76,7 +76,7 @@ async def test_reconcile_catches_what_events_missed(daemon: Daemon) -> None:
     await asyncio.sleep(0.3)
     doc = daemon.settings.documents_dirs[0] / "quiet.md"
     doc.write_text(markdown_document(5, 2))
-    await wait_for(lambda: _present(daemon, doc), timeout=30)
+    await wait_for(lambda: _present(daemon, doc), limit=30)
 
 
 async def _present(daemon: Daemon, path: Path) -> bool:
@@ -102,14 +102,21 @@ def _env(tmp_path: Path) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "ingestd", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 
 def test_cli_import_status_search_forget_without_daemon(tmp_path: Path) -> None:
     env = _env(tmp_path)
     write_transcript(tmp_path / "conv" / "proj" / "a.jsonl", seed=31, exchanges=3)
-    (tmp_path / "docs" / "readme.md").write_text("# Lighthouse\n\nThe lighthouse keeper logs the fog horn schedule.\n")
+    (tmp_path / "docs" / "readme.md").write_text(
+        "# Lighthouse\n\nThe lighthouse keeper logs the fog horn schedule.\n"
+    )
     (tmp_path / "docs" / "bad.md").write_bytes(b"\x00\x01\x02binary")
     result = _cli(env, "import", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -138,7 +145,12 @@ def test_cli_import_status_search_forget_without_daemon(tmp_path: Path) -> None:
 def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = _env(tmp_path)
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "ingestd", "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [sys.executable, "-m", "ingestd", "run"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         info = tmp_path / "state" / "daemon.json"

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 
+from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 from ingestd.engine import Engine
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.store import point_id
@@ -102,7 +102,9 @@ async def test_incomplete_last_line_waits_for_its_newline(engine: Engine) -> Non
     await ingest(engine, path)
     record = engine.state.get(str(path))
     assert record is not None and record.offset == path.stat().st_size - 40
-    assert all("unfinished" not in str(p["text"]) for p in (await points_of(engine, "conversations", path)).values())
+    assert all(
+        "unfinished" not in str(p["text"]) for p in (await points_of(engine, "conversations", path)).values()
+    )
     with path.open("ab") as handle:
         handle.write(tail[40:] + b"\n")
     await ingest(engine, path)
@@ -170,14 +172,23 @@ async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> N
     await engine.close()
 
 
-async def test_malformed_lines_are_skipped_and_reported(engine: Engine, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_malformed_lines_are_skipped_and_reported(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
     from ingestd.logs import configure_logging
 
     configure_logging("INFO", "json")
     path = conv(engine, "p", "bad.jsonl")
     session = ClaudeSession(9, "bad")
     good = dump(session.lines(2)).splitlines(keepends=True)
-    body = good[0] + b"{not json\n" + good[1] + b"[1, 2, 3]\n" + b'{"type": "mystery-type"}\n' + b"".join(good[2:])
+    body = (
+        good[0]
+        + b"{not json\n"
+        + good[1]
+        + b"[1, 2, 3]\n"
+        + b'{"type": "mystery-type"}\n'
+        + b"".join(good[2:])
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(body)
     outcome = await ingest(engine, path)
@@ -191,7 +202,9 @@ async def test_malformed_lines_are_skipped_and_reported(engine: Engine, capsys: 
 
 
 async def test_codex_rollout_and_subagents(engine: Engine) -> None:
-    rollout = conv(engine, "2025", "10", "30", "rollout-2025-10-30T11-00-00-0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.jsonl")
+    rollout = conv(
+        engine, "2025", "10", "30", "rollout-2025-10-30T11-00-00-0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b.jsonl"
+    )
     rollout.parent.mkdir(parents=True, exist_ok=True)
     rollout.write_bytes(dump(codex_rollout(1, 3)))
     sub = conv(engine, "p", "parent-session", "subagents", "agent-abc.jsonl")
@@ -211,7 +224,10 @@ async def test_documents_markdown_pdf_and_binary(engine: Engine, tmp_path: Path)
     docs = engine.settings.documents_dirs[0]
     (docs / "notes.md").write_text(markdown_document(2, 6))
     (docs / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
-    (docs / "page.html").write_text("<html><head><title>T</title><script>var x=1;</script></head><body><p>Kernel signal handling notes.</p></body></html>")
+    (docs / "page.html").write_text(
+        "<html><head><title>T</title><script>var x=1;</script></head>"
+        "<body><p>Kernel signal handling notes.</p></body></html>"
+    )
     (docs / "report.pdf").write_bytes(simple_pdf(["Quarterly memory leak report", "Second page"]))
     outcomes = {p.name: await ingest(engine, p) for p in sorted(docs.iterdir())}
     assert outcomes["notes.md"].status == "done"

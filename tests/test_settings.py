@@ -23,7 +23,9 @@ from ingestd.settings import ConfigError, load_settings
         ("WATCH_FORCE_POLLING", "perhaps", "WATCH_FORCE_POLLING"),
     ],
 )
-def test_bad_value_names_the_variable(monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str) -> None:
+def test_bad_value_names_the_variable(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, needle: str
+) -> None:
     monkeypatch.setenv(variable, value)
     with pytest.raises(ConfigError) as caught:
         load_settings(_env_file=None)
@@ -55,7 +57,12 @@ def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "EMBED_BATCH_SIZE": "-3", "HOME": str(tmp_path)}
     result = subprocess.run(
-        [sys.executable, "-m", "ingestd", "status"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "ingestd", "status"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "EMBED_BATCH_SIZE" in result.stderr

@@ -139,6 +139,9 @@ class Packer:
                 else Position(unit.start, first_ordinal, unit.line)
             )
             text = label + piece
+            meta = unit.meta | {"role": unit.label}
+            if meta.get("redactions"):  # a piece counts only the placeholders it holds
+                meta["redactions"] = min(int(meta["redactions"]), piece.count("[REDACTED:"))
             chunks.append(
                 Chunk(
                     text=text,
@@ -147,7 +150,7 @@ class Packer:
                     end=unit.end,
                     tokens=self.counter.count(text) + SPECIAL_TOKENS,
                     resume=resume,
-                    meta=merge_meta([unit.meta | {"role": unit.label}]),
+                    meta=merge_meta([meta]),
                 )
             )
             self.ordinal += 1
@@ -199,5 +202,7 @@ def merge_meta(metas: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 merged.setdefault(key, meta[key])
         if meta.get("sidechain"):
             merged["sidechain"] = True
+        if meta.get("redactions"):
+            merged["redactions"] = merged.get("redactions", 0) + int(meta["redactions"])
     merged.update({key: values[:MAX_LIST] for key, values in lists.items() if values})
     return merged

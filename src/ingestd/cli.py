@@ -214,7 +214,8 @@ def _print_status(answer: dict[str, Any]) -> None:
         for entry in entries[:50]:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["updated_at"]))
             console.print(
-                f"[yellow]{status}[/yellow] {entry['path']}: {entry['reason']} (attempts {entry['attempts']}, {when})"
+                f"[yellow]{status}[/yellow] {entry['path']}: {entry['reason']} "
+                f"(attempts {entry['attempts']}, {when})"
             )
         if len(entries) > 50:
             console.print(f"… and {len(entries) - 50} more {status}")

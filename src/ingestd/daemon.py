@@ -55,6 +55,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[Any]] = []
         self._busy_since: float | None = None
         self._done_files = 0
+        self._requeues: dict[str, asyncio.Task[None]] = {}
         self._reconciles = 0
 
     # --- run -----------------------------------------------------------------------------
@@ -114,9 +115,10 @@ class Daemon:
     async def _shutdown(self) -> None:
         started = time.monotonic()
         self.watcher.stop()
-        for task in self._tasks:
+        tasks = [*self._tasks, *self._requeues.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             # Give the batch being embedded or stored a moment to be acknowledged.
             await asyncio.wait_for(self._quiesce(), SHUTDOWN_GRACE)
@@ -133,7 +135,7 @@ class Daemon:
 
     async def _quiesce(self) -> None:
         pipeline = self.engine.pipeline
-        while pipeline.upserts.qsize() > 0:
+        while pipeline.upserts.qsize() > 0:  # noqa: ASYNC110 - a queue has no "empty" event to await
             await asyncio.sleep(0.05)
 
     def _write_daemon_file(self) -> None:
@@ -157,13 +159,15 @@ class Daemon:
                 continue
             if isinstance(result, Outcome) and result.status == "busy":
                 job = self.engine.pipeline.jobs.get(result.path)
-                if job is not None:
-                    asyncio.create_task(self._requeue_after(job, path))
+                if job is not None and result.path not in self._requeues:
+                    # Changed again while in flight: look once more when this pass settles.
+                    self._requeues[result.path] = asyncio.create_task(self._requeue_after(job, path))
             elif isinstance(result, FileJob):
                 self._done_files += 1
 
     async def _requeue_after(self, job: FileJob, path: Path) -> None:
         await job.done.wait()
+        self._requeues.pop(job.key, None)
         self.queue.put(path)
 
     async def _reconcile_loop(self) -> None:

@@ -13,6 +13,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ingestd.logs import get_logger
+
+log = get_logger("ingestd.health")
+
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -50,8 +54,15 @@ class HealthServer:
             self._runner = None
 
     async def _on_health(self, _: web.Request) -> web.Response:
-        body = await self._health()
-        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+        """200 when ok, 503 when degraded: what Docker's HEALTHCHECK and load balancers read."""
+        try:
+            body = await self._health()
+        except Exception as exc:  # a broken report must still answer, and say why
+            log.exception(
+                "health.error", path="/health", error=f"{type(exc).__name__}: {exc}", outcome="degraded"
+            )
+            body = {"status": "degraded", "last_error": f"health report failed: {type(exc).__name__}: {exc}"}
+        return web.json_response(body, status=200 if body.get("status") == "ok" else 503)
 
     async def _on_metrics(self, _: web.Request) -> web.Response:
         response = web.Response(body=self._metrics())

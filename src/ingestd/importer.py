@@ -71,7 +71,8 @@ async def run_import(settings: Settings, paths: list[Path], kind: str | None) ->
         failed = outcomes["failed"] + outcomes["quarantined"]
         print(
             f"imported {outcomes['done']} files ({embedded} chunks embedded), "
-            f"{outcomes['skipped']} skipped, {failed} failed, {len(candidates) - len(jobs)} unchanged or refused",
+            f"{outcomes['skipped']} skipped, {failed} failed, "
+            f"{len(candidates) - len(jobs)} unchanged or refused",
             file=sys.stderr,
         )
         return 1 if failed else 0

@@ -1,8 +1,15 @@
-"""Prometheus metrics, one registry per daemon so tests can run several side by side."""
+"""Prometheus metrics, one registry per daemon so tests can run several side by side.
+
+Counters and histograms are fed by the pipeline as work happens; gauges that describe the
+daemon's current condition (queue, backlog, model, store) are read when /metrics is scraped, via
+`bind`, so they are never stale and cost nothing between scrapes.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 
 from ingestd.system import rss_bytes
 
@@ -21,6 +28,10 @@ class Metrics:
         self.chunks_reused = Counter(
             "ingestd_chunks_reused", "Chunks found already stored or cached, not embedded", registry=r
         )
+        self.cache_hits = Counter(
+            "ingestd_embed_cache_hits", "Chunks whose vector came from the cache", registry=r
+        )
+        self.cache_misses = Counter("ingestd_embed_cache_misses", "Chunks not in the cache", registry=r)
         self.tokens_embedded = Counter("ingestd_tokens_embedded", "Tokens embedded", registry=r)
         self.embed_seconds = Histogram(
             "ingestd_embed_seconds",
@@ -44,12 +55,37 @@ class Metrics:
         self.rss.set_function(rss_bytes)
         self.model_loaded = Gauge("ingestd_model_loaded", "1 while the embedding model is loaded", registry=r)
         self.store_up = Gauge("ingestd_store_up", "1 while Qdrant answers", registry=r)
-        self.watcher_mode = Gauge(
-            "ingestd_watcher_polling",
-            "1 where a root is watched by polling, 0 for events",
+        self.files_queued = Gauge("ingestd_files_queued", "Files waiting to be looked at", registry=r)
+        self.watcher_mode = Enum(
+            "ingestd_watcher_mode",
+            "How each watched root learns of changes: file events, or polling",
+            ["root"],
+            states=["events", "polling"],
+            registry=r,
+        )
+        self.watch_missed = Counter(
+            "ingestd_watch_missed_events",
+            "Changes found by reconcile scans that no file event announced, by root",
             ["root"],
             registry=r,
         )
+        self.watch_probe_ok = Gauge(
+            "ingestd_watch_probe_ok", "1 when the last event probe saw its event, else 0", registry=r
+        )
+
+    def bind(
+        self,
+        *,
+        files_queued: Callable[[], float],
+        backlog_age: Callable[[], float],
+        model_loaded: Callable[[], bool],
+        store_up: Callable[[], bool],
+    ) -> None:
+        """Read the daemon's current condition at scrape time instead of copying it around."""
+        self.files_queued.set_function(files_queued)
+        self.backlog_age.set_function(backlog_age)
+        self.model_loaded.set_function(lambda: 1.0 if model_loaded() else 0.0)
+        self.store_up.set_function(lambda: 1.0 if store_up() else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

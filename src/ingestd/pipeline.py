@@ -18,6 +18,7 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -543,9 +544,7 @@ class Pipeline:
             files = sorted({item.job.key for item, _ in live})
             for kind, points in by_kind.items():
                 started = time.monotonic()
-                await self._with_store_retry(
-                    "upsert", files, lambda k=kind, p=points: self.store.upsert(k, p)
-                )  # type: ignore[misc]
+                await self._with_store_retry("upsert", files, partial(self.store.upsert, kind, points))
                 self.metrics.upsert_seconds.observe(time.monotonic() - started)
             for item, _ in live:
                 item.job.embedded += 1
@@ -676,7 +675,13 @@ class Pipeline:
                     if key in job.final:
                         setattr(record, key, job.final[key])
                 record.status, record.reason, record.attempts = "done", None, 0
-                record.redactions += job.redactions
+                if job.fresh:
+                    record.redactions = job.redactions
+                elif job.redactions or record.redactions:
+                    # A resumed pass re-counts its re-opened chunk: ask Qdrant for the true total.
+                    record.redactions = await self._with_store_retry(
+                        "count", [job.key], lambda: self.store.file_total(job.target.kind, job.key, "redactions")
+                    )
                 self.state.put(job.key, record)
                 self._finish(job, "done", None)
             else:

@@ -125,6 +125,15 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value
 
+    @field_validator("voyage_base_url", mode="before")
+    @classmethod
+    def _check_voyage_url(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if isinstance(value, str) else value
+
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
         if self.embedding_provider == "fastembed" and self.chunk_max_tokens > 256:
@@ -137,6 +146,15 @@ class Settings(BaseSettings):
             raise ValueError("EMBED_BATCH_MAX_TOKENS must be at least CHUNK_MAX_TOKENS")
         if self.embedding_provider == "voyage" and self.voyage_api_key is None:
             raise ValueError("VOYAGE_API_KEY is required when EMBEDDING_PROVIDER=voyage")
+        if self.embedding_provider == "voyage":
+            from ingestd.embedding.voyage import check_settings
+
+            self.embedding_model = check_settings(
+                self.embedding_model,
+                "embedding_model" in self.model_fields_set,
+                self.voyage_output_dimension,
+                self.chunk_max_tokens,
+            )
         return self
 
     # --- derived -------------------------------------------------------------------------

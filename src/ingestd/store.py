@@ -161,6 +161,18 @@ class VectorStore:
         name = await self.ensure_collection(kind)
         return (await self.client.count(name, count_filter=_file_filter(path), exact=True)).count
 
+    async def file_total(self, kind: str, path: str, field: str) -> int:
+        """Sum of a numeric payload field over one file's points."""
+        name = await self.ensure_collection(kind)
+        total, offset = 0, None
+        while True:
+            records, offset = await self.client.scroll(
+                name, scroll_filter=_file_filter(path), limit=512, offset=offset, with_payload=[field]
+            )
+            total += sum(int((record.payload or {}).get(field) or 0) for record in records)
+            if offset is None:
+                return total
+
     async def scroll_all(self, kind: str, fields: list[str]) -> list[tuple[str, dict[str, Any]]]:
         """Every point's ID and chosen payload fields (for tests and state rebuilds)."""
         name = await self.ensure_collection(kind)

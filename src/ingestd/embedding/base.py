@@ -14,11 +14,16 @@ from ingestd.chunker import TokenCounter
 
 
 class EmbeddingError(Exception):
-    """The provider failed on a batch; `retryable` says whether trying again can help."""
+    """The provider failed on a batch; `retryable` says whether trying again can help.
 
-    def __init__(self, message: str, retryable: bool = True) -> None:
+    `fatal` means no batch can succeed (the credentials were refused): the pipeline halts all
+    embedding rather than quarantining file after file.
+    """
+
+    def __init__(self, message: str, retryable: bool = True, fatal: bool = False) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not fatal
+        self.fatal = fatal
 
 
 class EmbeddingProvider(ABC):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer
@@ -62,15 +63,13 @@ class FastEmbedProvider(EmbeddingProvider):
     def loaded(self) -> bool:
         return self._model is not None
 
-    def _model_dir(self) -> Any:
+    def _model_dir(self) -> Path:
         if self.location.directory is not None:
             return self.location.directory
         from fastembed import TextEmbedding  # hub: download (or reuse the cache) without a session
 
         probe = TextEmbedding(self.model, cache_dir=str(self.settings.model_cache_dir), lazy_load=True)
-        from pathlib import Path
-
-        return Path(probe.model._model_dir)
+        return Path(getattr(probe.model, "_model_dir"))  # noqa: B009 - private in fastembed 0.9
 
     # --- work ----------------------------------------------------------------------------
     def _load(self) -> Any:

@@ -131,8 +131,9 @@ def _render_block(block: dict[str, Any], options: RenderOptions, tools: list[str
     if kind == "image":
         if not options.include_images:
             return ""
-        source = block.get("source") if isinstance(block.get("source"), dict) else {}
-        return f"[image {source.get('media_type', 'unknown')}]"
+        source = block.get("source")
+        media = source.get("media_type", "unknown") if isinstance(source, dict) else "unknown"
+        return f"[image {media}]"
     return ""
 
 

@@ -126,8 +126,12 @@ def sniff_text(head: bytes, suffix: str) -> str:
 
 
 def _looks_like_bomless_utf16(head: bytes) -> bool:
+    """NULs on one byte parity only: a run of NULs (binary, sparse files) has them on both."""
     even, odd = head[0::2], head[1::2]
-    return len(head) >= 8 and (even.count(0) > 0.4 * len(even) or odd.count(0) > 0.4 * len(odd))
+    if len(head) < 8:
+        return False
+    even_zeros, odd_zeros = even.count(0) / len(even), odd.count(0) / len(odd)
+    return (even_zeros > 0.4 and odd_zeros < 0.05) or (odd_zeros > 0.4 and even_zeros < 0.05)
 
 
 class SectionBuilder:

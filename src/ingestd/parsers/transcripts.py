@@ -109,7 +109,7 @@ class TranscriptParser:
             if isinstance(value, str) and value:
                 self.context[key] = value
 
-    def _skip(self, line: Line, reason: str) -> None:
+    def _skip(self, line: Line, reason: str) -> Unit | None:
         self.counts["malformed"] += 1
         if len(self.issues) < MAX_ISSUES_KEPT:
             self.issues.append(LineIssue(line=line.number, offset=line.start, reason=reason))

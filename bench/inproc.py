@@ -1,0 +1,212 @@
+"""In-process measurements: the pipeline against raw FastEmbed on the same texts, and retrieval quality."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from corpus import message_texts
+from procs import MODEL_CACHE
+
+from ingestd.embedding.base import EmbeddingProvider
+from ingestd.embedding.fastembed_provider import FastEmbedProvider
+from ingestd.engine import Engine
+from ingestd.pipeline import FileJob
+from ingestd.settings import Settings
+
+
+def bench_settings(work: Path, conversations: Path, **overrides: Any) -> Settings:
+    documents = work / "documents"
+    documents.mkdir(parents=True, exist_ok=True)
+    values: dict[str, Any] = {
+        "conversations_dirs": [conversations],
+        "documents_dirs": [documents],
+        "state_dir": work / "state",
+        "fastembed_cache_path": MODEL_CACHE,
+        "health_port": 0,
+        "progress_log_seconds": 0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+class CountingProvider(EmbeddingProvider):
+    """The real provider, keeping every text the model was asked to embed."""
+
+    def __init__(self, inner: FastEmbedProvider) -> None:
+        self.inner = inner
+        self.name, self.model = inner.name, inner.model
+        self.texts: list[str] = []
+
+    @property
+    def dimension(self) -> int:
+        return self.inner.dimension
+
+    @property
+    def fingerprint(self) -> str:
+        return self.inner.fingerprint
+
+    @property
+    def counter(self) -> Any:
+        return self.inner.counter
+
+    @property
+    def loaded(self) -> bool:
+        return self.inner.loaded
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.texts.extend(texts)
+        return await self.inner.embed_documents(texts)
+
+    async def embed_query(self, text: str) -> list[float]:
+        return await self.inner.embed_query(text)
+
+    async def close(self) -> None:  # the model outlives each engine
+        return None
+
+
+async def ingest_all(engine: Engine, files: list[Path]) -> None:
+    """What `ingestd import` does: every file through the pipeline, FILE_CONCURRENCY at a time."""
+    semaphore = asyncio.Semaphore(engine.settings.file_concurrency)
+
+    async def one(path: Path) -> None:
+        async with semaphore:
+            result = await engine.submit(path)
+        if isinstance(result, FileJob):
+            await result.done.wait()
+
+    await asyncio.gather(*(one(path) for path in files))
+
+
+def cache_samples(engine: Engine) -> dict[str, float]:
+    """Every metric sample whose name mentions the embedding cache (empty if there is none)."""
+    out: dict[str, float] = {}
+    for metric in engine.metrics.registry.collect():
+        for sample in metric.samples:
+            if "cache" in sample.name and not sample.name.endswith("_created"):
+                out[sample.name] = out.get(sample.name, 0.0) + float(sample.value)
+    return out
+
+
+def raw_rate(provider: FastEmbedProvider, texts: list[str], tokens: int, batch_size: int) -> float:
+    """Tokens/s of FastEmbed's own `embed` on the provider's loaded session (same threads)."""
+    model = provider._load()
+    started = time.monotonic()
+    for _ in model.embed(texts, batch_size=batch_size):
+        pass
+    return tokens / (time.monotonic() - started)
+
+
+async def pipeline_efficiency(
+    work: Path, corpus: Path, files: list[Path], rounds: int, batch_size: int = 32
+) -> dict[str, Any]:
+    """End-to-end embedded tokens/s over raw FastEmbed tokens/s, alternating the two `rounds` times."""
+    provider = FastEmbedProvider(bench_settings(work / "provider", corpus))
+    await provider.embed_documents(["warm-up"])
+    pipeline_rates, raw_rates, details = [], [], []
+    cache: dict[str, float] = {}
+    for index in range(rounds):
+        settings = bench_settings(work / f"round{index}", corpus, embed_batch_size=batch_size)
+        counting = CountingProvider(provider)
+        engine = Engine(settings, provider=counting)
+        await engine.open("bench")
+        started = time.monotonic()
+        await ingest_all(engine, files)
+        seconds = time.monotonic() - started
+        cache = cache_samples(engine)
+        chunks_total = int(engine.pipeline.totals["chunks_embedded"])
+        await engine.close()
+        texts = counting.texts
+        tokens = sum(provider.counter.count_many(texts)) + 2 * len(texts)
+        rate = tokens / seconds
+        raw = await asyncio.to_thread(raw_rate, provider, texts, tokens, batch_size)
+        pipeline_rates.append(rate)
+        raw_rates.append(raw)
+        details.append(
+            {
+                "seconds": round(seconds, 2),
+                "model_texts": len(texts),
+                "chunks_stored": chunks_total,
+                "tokens": tokens,
+                "pipeline_tokens_per_s": round(rate),
+                "raw_tokens_per_s": round(raw),
+                "ratio": round(rate / raw, 3),
+            }
+        )
+    await provider.close()
+    ratios = [d["ratio"] for d in details]
+    return {
+        "rounds": details,
+        "ratio": round(sorted(ratios)[len(ratios) // 2], 3),
+        "ratio_of_sums": round(sum(pipeline_rates) / sum(raw_rates), 3),
+        "pipeline_tokens_per_s": round(sum(pipeline_rates) / len(pipeline_rates)),
+        "raw_tokens_per_s": round(sum(raw_rates) / len(raw_rates)),
+        "threads": provider.threads,
+        "batch_size": batch_size,
+        "files": len(files),
+        "bytes": sum(path.stat().st_size for path in files),
+        "cache_metrics": cache,
+    }
+
+
+_SENTENCE = re.compile(r"(?<=[.?!])\s+")
+
+
+def sample_queries(files: list[Path], count: int, seed: int = 11) -> list[tuple[str, str]]:
+    """(path, sentence) pairs: one sentence of a random user/assistant message in a random file."""
+    rng = random.Random(seed)
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    while len(out) < count:
+        path = rng.choice(files)
+        lines = path.read_bytes().splitlines()
+        texts = message_texts(rng.choice(lines))
+        if not texts:
+            continue
+        sentences = [s for s in _SENTENCE.split(rng.choice(texts)) if len(s.split()) >= 8]
+        if not sentences:
+            continue
+        sentence = rng.choice(sentences)
+        if sentence not in seen:
+            seen.add(sentence)
+            out.append((str(path), sentence))
+    return out
+
+
+async def recall_at_k(settings: Settings, files: list[Path], queries: int, k: int = 5) -> dict[str, Any]:
+    """Search a sentence of each sampled message; a hit is a top-k chunk of that file containing it."""
+    engine = Engine(settings)
+    await engine.open("bench-quality")
+    try:
+        pairs = sample_queries(files, queries)
+        found, ranks, started = 0, [], time.monotonic()
+        for path, sentence in pairs:
+            hits = await engine.search(sentence, "conversations", None, k)
+            rank = next(
+                (
+                    i
+                    for i, hit in enumerate(hits, 1)
+                    if hit.get("path") == path and sentence in str(hit.get("text", ""))
+                ),
+                None,
+            )
+            if rank is not None:
+                found += 1
+                ranks.append(rank)
+        seconds = time.monotonic() - started
+        points = await engine.store.count("conversations")
+    finally:
+        await engine.close()
+    return {
+        "queries": len(pairs),
+        f"recall_at_{k}": round(found / len(pairs), 3),
+        "mean_rank_when_found": round(sum(ranks) / len(ranks), 2) if ranks else None,
+        "rank_1": round(ranks.count(1) / len(pairs), 3),
+        "points_searched": points,
+        "search_ms_mean": round(1000 * seconds / len(pairs), 1),
+    }

@@ -1,0 +1,284 @@
+"""The summary table, the plots and docs/performance.md, all from results.json's structure."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+Row = dict[str, Any]
+PLOTS = ("soak.png", "large.png", "sweep.png", "drop.png", "corpus.png")
+
+
+def _row(measure: str, value: Any, target: str = "", ok: bool | None = None, note: str = "") -> Row:
+    return {"measure": measure, "value": value, "target": target, "ok": ok, "note": note}
+
+
+def summary_rows(r: dict[str, Any]) -> list[Row]:
+    rows: list[Row] = []
+    if eff := r.get("efficiency"):
+        rows.append(
+            _row(
+                "1. pipeline / raw FastEmbed tokens/s",
+                eff["ratio"],
+                "≥ 0.90",
+                eff["ratio"] >= 0.90,
+                f"median of {len(eff['rounds'])} alternating rounds; "
+                f"{eff['pipeline_tokens_per_s']} vs {eff['raw_tokens_per_s']} tok/s",
+            )
+        )
+    if c := r.get("corpus"):
+        mb = c["bytes"] / 1e6
+        rows += [
+            _row("2. corpus: files/min", c["files_per_min"], note=f"{c['files']} files, {mb:.1f} MB"),
+            _row("2. corpus: chunks/s", c["chunks_per_s"], note=f"{c['chunks']} chunks"),
+            _row("2. corpus: MB/min", c["mb_per_min"], note=f"{c['seconds']} s spawn to exit"),
+            _row("2. corpus: peak RSS (MB)", c["peak_rss_mb"], note="`ingestd import` process"),
+            _row(
+                "2. corpus: 40 MB extrapolated (min)",
+                round(40 / c["mb_per_min"], 1),
+                note="at this run's MB/min",
+            ),
+        ]
+        if c.get("cache_hit_rate") is not None:
+            rows.append(_row("10. embedding cache hit rate (corpus)", c["cache_hit_rate"]))
+    if q := r.get("quality"):
+        rows.append(
+            _row(
+                "8. recall@5", q["recall_at_5"], "≥ 0.95", q["recall_at_5"] >= 0.95, f"{q['queries']} queries"
+            )
+        )
+    if a := r.get("append"):
+        mean = a["spaced_chunks_per_append_mean"]
+        top = a["spaced_chunks_per_append_max"]
+        rows += [
+            _row(
+                "3. chunks per append, live (mean)",
+                a["live_chunks_per_append_mean"],
+                "≤ 2",
+                a["live_chunks_per_append_mean"] <= 2,
+                f"{a['live_appends']} appends 50–200 ms apart in {a['live_passes']} passes",
+            ),
+            _row(
+                "3. chunks per append, spaced (mean / max)",
+                f"{mean} / {top}",
+                "≤ 2",
+                top is not None and top <= 2,
+            ),
+        ]
+    if d := r.get("drop"):
+        rows.append(_row("4. drop→searchable p50 (s)", d["p50_s"], note=f"{d['documents']} documents"))
+        rows.append(_row("4. drop→searchable p95 (s)", d["p95_s"], "≤ 1 s", d["p95_s"] <= 1.0))
+    if s := r.get("soak"):
+        rows += [
+            _row(
+                "5. soak RSS growth 500→end (%)",
+                s["growth_500_to_end_pct"],
+                "≤ 5 %",
+                s["growth_500_to_end_pct"] <= 5,
+                f"{s['rss_at_500_mb']} → {s['rss_end_mb']} MB over {s['files']} files",
+            ),
+            _row("5. soak slope (MB / 1000 files)", s["slope_mb_per_1000_files"]),
+            _row("5. soak steady RSS (MB)", s["rss_end_mb"], "≤ 300 MB", s["rss_end_mb"] <= 300),
+        ]
+    if big := r.get("large"):
+        rows.append(
+            _row(
+                "6. large file peak − baseline (MB)",
+                big["peak_minus_baseline_mb"],
+                "≤ 64 MB",
+                big["peak_minus_baseline_mb"] <= 64,
+                f"{big['file_bytes'] / 1e6:.0f} MB file, first {big['window_s']:.0f} s, "
+                f"{100 * big['fraction_committed']:.1f} % committed",
+            )
+        )
+    if i := r.get("idle"):
+        rows += [
+            _row(
+                "7. RSS after idle unload (MB)",
+                i["rss_after_unload_mb"],
+                "≤ 100 MB",
+                i["unloaded"] and i["rss_after_unload_mb"] <= 100,
+                f"EMBED_IDLE_UNLOAD_SECONDS={i['idle_unload_seconds']}",
+            ),
+            _row("7. cold start → first searchable (s)", i["first_searchable_s"]),
+        ]
+    if sw := r.get("sweep"):
+        best = max((x for x in sw if not x["arena"]), key=lambda x: x["tokens_per_s"])
+        rows.append(
+            _row(
+                "9. fastest raw setting (arena off)",
+                f"chunk {best['chunk_tokens']}, batch {best['batch_size']}",
+                note=f"{best['tokens_per_s']} tok/s",
+            )
+        )
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    header = ("measure", "value", "target", "ok", "note")
+    cells = [[str(row[h]) if row[h] is not None else "" for h in header] for row in rows]
+    for cell in cells:
+        cell[3] = {"True": "yes", "False": "NO", "": ""}[cell[3]]
+    widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(header)] if cells else []
+    lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cell, widths, strict=True)) for cell in cells]
+    return "\n".join(lines)
+
+
+def markdown_table(rows: list[Row]) -> str:
+    out = ["| measure | value | target | met | note |", "|---|---|---|---|---|"]
+    for row in rows:
+        ok = {True: "yes", False: "**no**", None: ""}[row["ok"]]
+        out.append(f"| {row['measure']} | {row['value']} | {row['target']} | {ok} | {row['note']} |")
+    return "\n".join(out)
+
+
+# --- plots --------------------------------------------------------------------------------
+def plots(r: dict[str, Any], out: Path) -> list[str]:
+    made = []
+    if s := r.get("soak"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot([x[0] for x in s["samples"]], [x[1] for x in s["samples"]], marker=".")
+        ax.set(xlabel="files ingested", ylabel="RSS (MB)", title="Soak: daemon RSS every 100 small files")
+        ax.grid(alpha=0.3)
+        made.append(_save(fig, out / "soak.png"))
+    if big := r.get("large"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot([x[0] for x in big["rss_trace"]], [x[1] for x in big["rss_trace"]])
+        ax.axhline(big["baseline_rss_mb"], color="grey", ls="--", label="baseline (model loaded)")
+        ax.axhline(big["baseline_rss_mb"] + 64, color="red", ls=":", label="baseline + 64 MB")
+        ax.set(xlabel="seconds since the file appeared", ylabel="RSS (MB)", title="Large transcript: RSS")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        made.append(_save(fig, out / "large.png"))
+    if sw := r.get("sweep"):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+        labels = sorted({(x["chunk_tokens"], x["batch_size"]) for x in sw})
+        xs = range(len(labels))
+        for offset, arena in ((-0.2, False), (0.2, True)):
+            by = {(x["chunk_tokens"], x["batch_size"]): x for x in sw if x["arena"] == arena}
+            name = "arena on" if arena else "arena off"
+            axes[0].bar([i + offset for i in xs], [by[k]["tokens_per_s"] for k in labels], 0.4, label=name)
+            axes[1].bar([i + offset for i in xs], [by[k]["peak_rss_mb"] for k in labels], 0.4, label=name)
+        for ax, title in ((axes[0], "raw FastEmbed tokens/s"), (axes[1], "peak RSS (MB)")):
+            ax.set_xticks(list(xs), [f"{c}/{b}" for c, b in labels], rotation=45)
+            ax.set(title=title, xlabel="chunk tokens / batch size")
+            ax.legend()
+            ax.grid(alpha=0.3, axis="y")
+        made.append(_save(fig, out / "sweep.png"))
+    if d := r.get("drop"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot(range(1, len(d["latencies_s"]) + 1), d["latencies_s"], marker="o", ls="")
+        ax.axhline(1.0, color="red", ls=":", label="1 s target (p95)")
+        ax.set(xlabel="document", ylabel="seconds", title="Drop → searchable latency")
+        ax.legend()
+        ax.grid(alpha=0.3)
+        made.append(_save(fig, out / "drop.png"))
+    if c := r.get("corpus"):
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.plot([x[0] for x in c["rss_trace"]], [x[1] for x in c["rss_trace"]])
+        ax.set(xlabel="seconds", ylabel="RSS (MB)", title="`ingestd import` of the corpus: RSS")
+        ax.grid(alpha=0.3)
+        made.append(_save(fig, out / "corpus.png"))
+    return made
+
+
+def _save(fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path.name
+
+
+# --- docs ---------------------------------------------------------------------------------
+def write_docs(r: dict[str, Any], rows: list[Row], bench: Path, docs: Path) -> None:
+    docs.mkdir(parents=True, exist_ok=True)
+    images = []
+    for name in PLOTS:
+        if (bench / name).exists():
+            shutil.copyfile(bench / name, docs / f"performance-{name}")
+            images.append(f"performance-{name}")
+    m, run = r["machine"], r["run"]
+    lines = [
+        "# Performance",
+        "",
+        "Generated by `make bench` (`bench/run.py`); the figures below are from its last "
+        f"{run['mode']} run ({run.get('started', '?')}, {run.get('total_s', 0) / 60:.1f} min). "
+        "Raw data: `bench/results.json`.",
+        "",
+        f"Machine: {m['cpus_available']} CPUs available to the process (cgroup), "
+        f"{m['cpu_count']} online, {m['cpu_model']}; Python {m['python']}. "
+        "Other work shared the machine; the 1-minute load average is recorded per section, "
+        "and targets that are ratios are measured within one run.",
+        "",
+        "## Summary",
+        "",
+        markdown_table(rows),
+        "",
+        "## What was run",
+        "",
+        _plan_text(r),
+        "",
+    ]
+    lines += _details(r)
+    if images:
+        lines += ["## Plots", ""]
+        lines += [f"![{name}]({name})" for name in images]
+        lines.append("")
+    (docs / "performance.md").write_text("\n".join(lines))
+
+
+def _plan_text(r: dict[str, Any]) -> str:
+    run = r["run"]
+    plan = run["plan"]
+    parts = [f"- `{k}` = {v}" for k, v in plan.items()]
+    durations = ", ".join(f"{k} {v:.0f} s" for k, v in run.get("durations_s", {}).items())
+    loads = ", ".join(
+        f"{k} {v.get('before', ['?'])[0]}→{v.get('after', ['?'])[0]}"
+        for k, v in run.get("load_average", {}).items()
+    )
+    return "\n".join(
+        [*parts, "", f"Durations: {durations}.", "", f"Load average (1 min) before→after: {loads}."]
+    )
+
+
+def _details(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    if sw := r.get("sweep"):
+        out += [
+            "## Raw FastEmbed: chunk size × batch size × memory arena",
+            "",
+            "Each setting in its own process; chunks are windows of exactly the chunk size cut from "
+            "generated transcript prose. `growth` is RSS after 40 further batches of random shapes "
+            "minus RSS after the warm-up batch (what the arena keeps).",
+            "",
+            "| chunk | batch | arena | tokens/s | RSS loaded | peak RSS | growth after random shapes |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for x in sw:
+            growth = x["rss_after_varied_mb"] - x["rss_warm_mb"]
+            out.append(
+                f"| {x['chunk_tokens']} | {x['batch_size']} | {'on' if x['arena'] else 'off'} | "
+                f"{x['tokens_per_s']} | {x['rss_loaded_mb']} | {x['peak_rss_mb']} | {growth:+.1f} MB |"
+            )
+        out.append("")
+    for key, title in (
+        ("efficiency", "Pipeline efficiency"),
+        ("corpus", "Corpus import"),
+        ("quality", "Retrieval quality"),
+        ("append", "Appends"),
+        ("drop", "Drop to searchable"),
+        ("soak", "Soak"),
+        ("large", "Large file"),
+        ("idle", "Cold start and idle unload"),
+    ):
+        if section := r.get(key):
+            brief = {k: v for k, v in section.items() if k not in ("rss_trace", "samples", "latencies_s")}
+            out += [f"## {title}", "", "```", *(f"{k}: {v}" for k, v in brief.items()), "```", ""]
+    return out

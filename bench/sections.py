@@ -1,0 +1,394 @@
+"""Measurements of ingestd running as a separate process (`ingestd import` / `ingestd run`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from corpus import document, dumps, write_transcript
+from procs import MODEL_DIR, DaemonProc, Proc, ingestd_env, load_average
+from tokenizers import Tokenizer
+
+BENCH = Path(__file__).resolve().parent
+
+
+def fresh(path: Path) -> Path:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def dirs(work: Path) -> tuple[Path, Path, Path]:
+    """(state, conversations, documents) under a fresh `work`."""
+    fresh(work)
+    return work / "state", fresh(work / "conversations"), fresh(work / "documents")
+
+
+def drop(path: Path, content: bytes, staging: Path) -> None:
+    """Write a file the way editors and `cp` into a watched folder end up: complete, then renamed in."""
+    staging.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = staging / path.name
+    temp.write_bytes(content)
+    os.replace(temp, path)
+
+
+# --- 2. corpus throughput -------------------------------------------------------------------
+def corpus_import(work: Path, corpus: Path) -> dict[str, Any]:
+    """`ingestd import` of the whole corpus in a subprocess, timed from spawn to exit."""
+    state = work / "state"
+    shutil.rmtree(state, ignore_errors=True)
+    documents = fresh(work / "documents")
+    files = sorted(corpus.rglob("*.jsonl"))
+    size = sum(path.stat().st_size for path in files)
+    load = load_average()
+    proc = Proc(["import"], ingestd_env(state, corpus, documents), work / "import.log", interval=0.25)
+    code = proc.wait()
+    seconds = time.monotonic() - proc.started
+    events = proc.events("file.ingested")
+    chunks = sum(int(event.get("embedded", 0)) for event in events)
+    distinct = _cached_vectors(state)
+    return {
+        "cache_distinct_vectors": distinct,
+        "cache_hit_rate": round(1 - distinct / chunks, 4) if distinct is not None and chunks else None,
+        "exit_code": code,
+        "files": len(files),
+        "files_done": len(events),
+        "bytes": size,
+        "seconds": round(seconds, 1),
+        "chunks": chunks,
+        "files_per_min": round(len(events) / seconds * 60, 1),
+        "chunks_per_s": round(chunks / seconds, 1),
+        "mb_per_min": round(size / 1e6 / seconds * 60, 2),
+        "peak_rss_mb": round(proc.sampler.peak, 1),
+        "rss_trace": _thin(proc.sampler.samples, 400),
+        "load_before": load,
+        "load_after": load_average(),
+        "state_dir": str(state),
+    }
+
+
+def _cached_vectors(state: Path) -> int | None:
+    """Rows in the embedding cache: the texts the model embedded (no eviction below the cap)."""
+    import sqlite3
+
+    found = sorted((state / "cache").glob("*.sqlite"))
+    if not found:
+        return None
+    with sqlite3.connect(found[0]) as db:
+        return int(db.execute("SELECT COUNT(*) FROM vectors").fetchone()[0])
+
+
+def _thin(samples: list[tuple[float, float]], keep: int) -> list[tuple[float, float]]:
+    step = max(1, len(samples) // keep)
+    return [(round(t, 2), round(mb, 1)) for t, mb in samples[::step]]
+
+
+# --- 3 + 4. appends and drop-to-searchable, in one running daemon ---------------------------
+def appends_and_drops(
+    work: Path, transcript_bytes: int, live_appends: int, spaced_appends: int, drops: int
+) -> dict[str, Any]:
+    state, conversations, documents = dirs(work)
+    path = conversations / "-home-dev-live" / "5a1e0f6c-0000-4000-8000-000000000001.jsonl"
+    session = write_transcript(path, 4242, transcript_bytes, "-home-dev-live")
+    env = ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0)
+    daemon = DaemonProc(env, work / "daemon.log")
+    try:
+        ready = daemon.wait_ready()
+        started = time.monotonic()
+        daemon.wait_idle(1)
+        base = {
+            "transcript_bytes": path.stat().st_size,
+            "initial_ingest_s": round(time.monotonic() - started, 1),
+            "initial_chunks": int(daemon.metrics().get("ingestd_chunks_embedded_total", 0)),
+            "ready_s": round(ready, 2),
+        }
+        appended = _live_appends(daemon, path, session, live_appends, spaced_appends)
+        dropped = _drops(daemon, documents, work / "staging", drops)
+        cache = {k: v for k, v in daemon.metrics().items() if "cache" in k and not k.endswith("_created")}
+    finally:
+        daemon.stop()
+    return {"append": {**base, **appended}, "drop": dropped, "cache_metrics": cache}
+
+
+def _settle(daemon: DaemonProc, quiet: float = 0.8) -> None:
+    """Until nothing is queued or in flight and the embedded count stayed put for `quiet` seconds."""
+    last, since = -1.0, time.monotonic()
+    while True:
+        health = daemon.get_json("/health")
+        count = daemon.metrics().get("ingestd_chunks_embedded_total", 0.0)
+        busy = health.get("files_in_flight", 1) or health.get("queue_depth", 1)
+        if busy or count != last:
+            last, since = count, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+def _live_appends(daemon: DaemonProc, path: Path, session: Any, live: int, spaced: int) -> dict[str, Any]:
+    tokenizer = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    tokenizer.no_truncation()
+    rng = random.Random(99)
+    before = daemon.metrics()
+    passes_before = len(daemon.events("file.ingested"))
+    tokens: list[int] = []
+    with path.open("ab") as handle:
+        for _ in range(live):
+            line = session.reply()
+            tokens.append(len(tokenizer.encode("assistant: " + line["message"]["content"][0]["text"]).ids))
+            handle.write(dumps(line))
+            handle.flush()
+            time.sleep(rng.uniform(0.05, 0.2))
+    _settle(daemon)
+    after = daemon.metrics()
+    passes = daemon.events("file.ingested")[passes_before:]
+    live_chunks = after["ingestd_chunks_embedded_total"] - before["ingestd_chunks_embedded_total"]
+    per_append: list[float] = []
+    latencies: list[float] = []
+    with path.open("ab") as handle:
+        for _ in range(spaced):
+            done = daemon.metrics().get("ingestd_files_total:done", 0.0)
+            count = daemon.metrics()["ingestd_chunks_embedded_total"]
+            handle.write(dumps(session.reply()))
+            handle.flush()
+            wrote = time.monotonic()
+            while daemon.metrics().get("ingestd_files_total:done", 0.0) <= done:
+                if time.monotonic() - wrote > 30:
+                    raise TimeoutError("append not ingested")
+                time.sleep(0.02)
+            latencies.append(time.monotonic() - wrote)
+            per_append.append(daemon.metrics()["ingestd_chunks_embedded_total"] - count)
+            time.sleep(0.3)
+    return {
+        "live_appends": live,
+        "live_spacing_ms": [50, 200],
+        "live_passes": len(passes),
+        "live_chunks_embedded": int(live_chunks),
+        "live_chunks_per_append_mean": round(live_chunks / live, 3),
+        "live_chunks_per_pass_max": max((int(p.get("embedded", 0)) for p in passes), default=0),
+        "live_model_texts": int(
+            after.get("ingestd_embed_cache_misses_total", live_chunks)
+            - before.get("ingestd_embed_cache_misses_total", 0)
+        ),
+        "message_tokens_mean": round(statistics.mean(tokens), 1),
+        "message_tokens_max": max(tokens),
+        "spaced_appends": spaced,
+        "spaced_chunks_per_append_mean": round(statistics.mean(per_append), 3) if per_append else None,
+        "spaced_chunks_per_append_max": int(max(per_append)) if per_append else None,
+        "spaced_append_to_done_s_p50": round(statistics.median(latencies), 3) if latencies else None,
+    }
+
+
+def _drops(daemon: DaemonProc, documents: Path, staging: Path, count: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    polls: list[int] = []
+    for index in range(count):
+        text, probe = document(10_000 + index)
+        target = documents / f"drop-{index:03d}.md"
+        drop(target, text.encode(), staging)
+        dropped, tries = time.monotonic(), 0
+        while True:
+            tries += 1
+            hits = daemon.search(probe, "documents", 5)
+            if any(str(hit.get("path", "")).endswith(target.name) for hit in hits):
+                latencies.append(time.monotonic() - dropped)
+                break
+            if time.monotonic() - dropped > 30:
+                latencies.append(float("inf"))
+                break
+            time.sleep(0.01)
+        polls.append(tries)
+        time.sleep(0.3)
+    ordered = sorted(latencies)
+    return {
+        "documents": count,
+        "p50_s": round(_quantile(ordered, 0.5), 3),
+        "p95_s": round(_quantile(ordered, 0.95), 3),
+        "max_s": round(ordered[-1], 3),
+        "latencies_s": [round(x, 3) for x in latencies],
+        "searches_per_document_mean": round(statistics.mean(polls), 1),
+        "watch_debounce_ms": 200,
+    }
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return float("nan")
+    position = q * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+# --- 5. RSS soak ----------------------------------------------------------------------------
+def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
+    state, conversations, documents = dirs(work)
+    daemon = DaemonProc(
+        ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0), work / "d.log"
+    )
+    samples: list[tuple[int, float, float]] = []  # files, rss MB, seconds
+    try:
+        daemon.wait_ready()
+        started = time.monotonic()
+        for batch in range(total // step):
+            for index in range(batch * step, (batch + 1) * step):
+                text, _ = document(index, tiny=True)
+                drop(
+                    documents / f"{index // 1000:02d}" / f"note-{index:05d}.md", text.encode(), work / "stage"
+                )
+            daemon.wait_idle((batch + 1) * step, poll=0.1)
+            rss = daemon.sampler.rss() or 0.0
+            samples.append(((batch + 1) * step, round(rss, 1), round(time.monotonic() - started, 1)))
+        points = daemon.api("status", {}).get("points", {})
+    finally:
+        daemon.stop()
+    at500 = next(mb for files, mb, _ in samples if files >= min(500, total))
+    end = samples[-1][1]
+    tail = [(f, mb) for f, mb, _ in samples if f >= 500]
+    slope = _slope(tail) * 1000 if len(tail) > 1 else 0.0
+    return {
+        "files": total,
+        "rss_at_500_mb": at500,
+        "rss_end_mb": end,
+        "growth_500_to_end_pct": round(100 * (end - at500) / at500, 2),
+        "slope_mb_per_1000_files": round(slope, 2),
+        "peak_rss_mb": round(daemon.sampler.peak, 1),
+        "seconds": samples[-1][2],
+        "files_per_s": round(total / samples[-1][2], 1),
+        "points": points,
+        "samples": samples,
+    }
+
+
+def _slope(points: list[tuple[int, float]]) -> float:
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0.0
+
+
+# --- 6. one large transcript ----------------------------------------------------------------
+def large_file(work: Path, size: int, window: float) -> dict[str, Any]:
+    state, conversations, documents = dirs(work)
+    staging = fresh(work / "staging")
+    generated = time.monotonic()
+    source = staging / "6b1f0000-0000-4000-8000-00000000beef.jsonl"
+    write_transcript(source, 500, size, "-home-dev-big")
+    generate_s = time.monotonic() - generated
+    env = ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0, PROGRESS_LOG_SECONDS=10)
+    daemon = DaemonProc(env, work / "daemon.log")
+    try:
+        daemon.wait_ready()
+        daemon.search("warm up the model", None, 1)
+        time.sleep(3)
+        baseline = statistics.median(daemon.sampler.rss() or 0.0 for _ in range(5))
+        target = conversations / "-home-dev-big" / source.name
+        target.parent.mkdir(parents=True)
+        os.replace(source, target)
+        since = time.monotonic() - daemon.sampler.started
+        time.sleep(window)
+        peak = daemon.sampler.peak_since(since)
+        metrics = daemon.metrics()
+        record = _state_record(state, str(target))
+    finally:
+        daemon.stop()
+    offset = int(record.get("resume_offset", 0)) if record else 0
+    chunks = int(metrics.get("ingestd_chunks_embedded_total", 0))
+    return {
+        "file_bytes": size,
+        "generate_s": round(generate_s, 1),
+        "window_s": window,
+        "baseline_rss_mb": round(baseline, 1),
+        "peak_rss_mb": round(peak, 1),
+        "peak_minus_baseline_mb": round(peak - baseline, 1),
+        "chunks_embedded_in_window": chunks,
+        "bytes_committed_in_window": offset,
+        "fraction_committed": round(offset / size, 4),
+        "extrapolated_full_ingest_min": round(window / max(offset, 1) * size / 60, 1),
+        "rss_trace": [
+            (round(t - since, 1), mb) for t, mb in _thin(daemon.sampler.samples, 600) if t >= since - 5
+        ],
+    }
+
+
+def _state_record(state: Path, key: str) -> dict[str, Any] | None:
+    try:
+        files = json.loads((state / "state.json").read_text()).get("files", {})
+    except (OSError, ValueError):
+        return None
+    record = files.get(key)
+    return record if isinstance(record, dict) else None
+
+
+# --- 7. cold start and idle unload ----------------------------------------------------------
+def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
+    state, conversations, documents = dirs(work)
+    text, probe = document(777)
+    (documents / "first.md").write_text(text)
+    env = ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=idle_seconds)
+    daemon = DaemonProc(env, work / "daemon.log")
+    try:
+        ready = daemon.wait_ready()
+        rss_ready = daemon.sampler.rss() or 0.0
+        while not any(hit.get("path", "").endswith("first.md") for hit in daemon.search(probe, "documents")):
+            time.sleep(0.02)
+        first = time.monotonic() - daemon.started
+        loaded_rss = daemon.sampler.rss() or 0.0
+        deadline = time.monotonic() + 6 * idle_seconds + 40
+        while daemon.metrics().get("ingestd_model_loaded", 1) != 0 and time.monotonic() < deadline:
+            time.sleep(0.25)
+        unloaded_after = time.monotonic() - daemon.started - first
+        time.sleep(2)
+        idle_rss = statistics.median(daemon.sampler.rss() or 0.0 for _ in range(5))
+        idle_uss = daemon.sampler.process.memory_full_info().uss / 1e6
+        unloaded = daemon.metrics().get("ingestd_model_loaded", 1) == 0
+    finally:
+        daemon.stop()
+    return {
+        "ready_s": round(ready, 2),
+        "first_searchable_s": round(first, 2),
+        "rss_loaded_mb": round(loaded_rss, 1),
+        "idle_unload_seconds": idle_seconds,
+        "unloaded": unloaded,
+        "unloaded_after_s": round(unloaded_after, 1),
+        "rss_after_unload_mb": round(idle_rss, 1),
+        "uss_after_unload_mb": round(idle_uss, 1),
+        "rss_at_ready_mb": round(rss_ready, 1),
+    }
+
+
+# --- 9. raw FastEmbed sweep -----------------------------------------------------------------
+def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
+    out = []
+    for arena in (0, 1):
+        for chunk in (64, 128, 256):
+            for batch in (16, 32, 64):
+                result = subprocess.run(
+                    [
+                        sys.executable,
+                        str(BENCH / "rawembed.py"),
+                        *map(str, (chunk, batch, arena, tokens, threads)),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                    cwd=str(BENCH),
+                    env={**os.environ, "PYTHONPATH": str(BENCH)},
+                )
+                row = json.loads(result.stdout.strip().splitlines()[-1])
+                row["load"] = load_average()
+                out.append(row)
+                print(
+                    f"  sweep chunk={chunk} batch={batch} arena={arena}: {row['tokens_per_s']} tok/s, "
+                    f"peak {row['peak_rss_mb']} MB",
+                    flush=True,
+                )
+    return out

@@ -1,0 +1,162 @@
+"""Keep `.env.example`, the Settings class and the README's settings table saying the same thing.
+
+`.env.example` is the one place where each setting is explained; the Settings class is the one
+place where names, defaults and groups (its `# --- group ---` banners) are defined. This module
+checks the first against the second and renders the README table from both:
+
+    python -m ingestd.settings_doc --check    # exit 1 and list every drift
+    python -m ingestd.settings_doc --write    # rewrite the README table
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from pydantic.fields import FieldInfo
+
+from ingestd import settings as settings_module
+from ingestd.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+_BANNER = re.compile(r"^\s*# --- (?P<group>[^-].*?) -+\s*$")
+_FIELD = re.compile(r"^    (?P<name>[a-z][a-z0-9_]*)\s*:")
+_ASSIGN = re.compile(r"^(?P<unset># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    name: str
+    value: str
+    unset: bool  # written as `# NAME=`: no value by default
+    description: str
+    group: str
+
+
+def source_groups() -> dict[str, str]:
+    """Each field's group, from the banner comments above it in settings.py."""
+    groups: dict[str, str] = {}
+    group = ""
+    for line in Path(settings_module.__file__).read_text().splitlines():
+        banner = _BANNER.match(line)
+        if banner:
+            group = banner["group"]
+            continue
+        field = _FIELD.match(line)
+        if field and field["name"] in Settings.model_fields:
+            groups[field["name"]] = group
+    return groups
+
+
+def default_text(field: FieldInfo) -> tuple[str, bool]:
+    """The default as it would be written in a .env file, and whether it is unset."""
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "", True
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    if isinstance(value, bool):
+        return ("true" if value else "false"), False
+    if isinstance(value, float):
+        return f"{value:g}", False
+    if isinstance(value, list | tuple):
+        return ",".join(str(item) for item in value), False
+    return str(value), False
+
+
+def parse_env_example(path: Path) -> list[Entry]:
+    entries: list[Entry] = []
+    group, notes = "", list[str]()
+    for line in path.read_text().splitlines():
+        banner = _BANNER.match(line)
+        assign = _ASSIGN.match(line)
+        if banner:
+            group, notes = banner["group"], []
+        elif assign:
+            entries.append(
+                Entry(assign["name"], assign["value"], bool(assign["unset"]), " ".join(notes), group)
+            )
+            notes = []
+        elif line.startswith("#") and group:
+            notes.append(line.lstrip("#").strip())
+        else:
+            notes = []
+    return entries
+
+
+def problems(env_example: Path) -> list[str]:
+    """Every way `.env.example` disagrees with the Settings class."""
+    found: list[str] = []
+    entries = parse_env_example(env_example)
+    names = [entry.name for entry in entries]
+    fields = {name.upper(): (name, info) for name, info in Settings.model_fields.items()}
+    groups = source_groups()
+    for name in sorted(set(fields) - set(names)):
+        found.append(f"{name}: a setting missing from {env_example.name}")
+    for name in sorted(set(names) - set(fields)):
+        found.append(f"{name}: in {env_example.name} but not a setting")
+    for name in sorted({n for n in names if names.count(n) > 1}):
+        found.append(f"{name}: listed more than once")
+    for entry in entries:
+        if entry.name not in fields:
+            continue
+        field_name, info = fields[entry.name]
+        value, unset = default_text(info)
+        if (entry.value, entry.unset) != (value, unset):
+            shown = f"# {entry.name}=" if unset else f"{entry.name}={value}"
+            found.append(f"{entry.name}: default should be written `{shown}`")
+        if not entry.description:
+            found.append(f"{entry.name}: no explanation above it")
+        if entry.group != groups.get(field_name):
+            found.append(f"{entry.name}: under '{entry.group}', settings.py has '{groups.get(field_name)}'")
+    return found
+
+
+def render_table(entries: list[Entry]) -> str:
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    group = None
+    for entry in entries:
+        if entry.group != group:
+            group = entry.group
+            lines.append(f"| **{group}** | | |")
+        default = "unset" if entry.unset else f"`{entry.value}`"
+        meaning = entry.description.replace("|", "\\|")
+        lines.append(f"| `{entry.name}` | {default} | {meaning} |")
+    return "\n".join(lines)
+
+
+def readme_with_table(readme: str, table: str) -> str:
+    head, start, rest = readme.partition(TABLE_START)
+    _, end, tail = rest.partition(TABLE_END)
+    if not start or not end:
+        raise ValueError(f"README needs the markers {TABLE_START} and {TABLE_END}")
+    return f"{head}{TABLE_START}\n{table}\n{TABLE_END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingestd.settings_doc", description=__doc__)
+    parser.add_argument("--write", action="store_true", help="rewrite the README table")
+    parser.add_argument("--check", action="store_true", help="exit 1 if anything is out of step")
+    parser.add_argument("--repo", type=Path, default=REPO)
+    args = parser.parse_args(argv)
+    env_example, readme_path = args.repo / ".env.example", args.repo / "README.md"
+    found = problems(env_example)
+    readme = readme_path.read_text()
+    wanted = readme_with_table(readme, render_table(parse_env_example(env_example)))
+    if args.write and not found and wanted != readme:
+        readme_path.write_text(wanted)
+        readme = wanted
+    if wanted != readme:
+        found.append("README settings table is stale: run `python -m ingestd.settings_doc --write`")
+    for problem in found:
+        print(problem, file=sys.stderr)
+    return 1 if found and (args.check or args.write) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""`ingestd forget PATH`: the file's points go, and it stays gone until it changes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from generators import dump, write_transcript
+from ingestd.engine import Engine
+from ingestd.pipeline import FileJob, Outcome
+
+
+async def ingest(engine: Engine, path: Path) -> Outcome:
+    result = await engine.submit(path)
+    if isinstance(result, FileJob):
+        await result.done.wait()
+        assert result.outcome is not None
+        return result.outcome
+    assert result is not None
+    return result
+
+
+async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: Engine) -> None:
+    path = engine.settings.conversations_dirs[0] / "p" / "private.jsonl"
+    other = engine.settings.conversations_dirs[0] / "p" / "kept.jsonl"
+    session = write_transcript(path, seed=21, exchanges=3)
+    write_transcript(other, seed=22, exchanges=2)
+    assert (await ingest(engine, path)).status == "done"
+    assert (await ingest(engine, other)).status == "done"
+    kept_before = await engine.store.count_file("conversations", str(other))
+    assert await engine.store.count_file("conversations", str(path)) > 0
+
+    outcome = await engine.forget(str(path))
+    assert outcome.status == "forgotten"
+    assert await engine.store.count_file("conversations", str(path)) == 0
+    assert await engine.store.count_file("conversations", str(other)) == kept_before, "only that file"
+    record = engine.state.get(str(path))
+    assert record is not None and record.status == "forgotten"
+    hits = await engine.search("flaky test", "conversations", None, 20)
+    assert all(hit["path"] != str(path) for hit in hits)
+
+    # Seen again unchanged (a rescan, a restart): not re-ingested.
+    assert (await ingest(engine, path)).status == "unchanged"
+    assert await engine.store.count_file("conversations", str(path)) == 0
+    engine.save_state()
+    engine.state.load()
+    assert (await ingest(engine, path)).status == "unchanged"
+
+    # Changed: ingested again, under a new generation.
+    with path.open("ab") as handle:
+        handle.write(dump([session.user("A new question after the file was forgotten.")]))
+    again = await ingest(engine, path)
+    assert again.status == "done" and again.chunks > 0
+    record = engine.state.get(str(path))
+    assert record is not None and record.status == "done" and record.generation == 1
+    assert await engine.store.count_file("conversations", str(path)) == again.chunks
+
+
+async def test_forget_unknown_path_is_an_error(engine: Engine, tmp_path: Path) -> None:
+    with pytest.raises(KeyError):
+        await engine.forget(str(tmp_path / "never-seen.jsonl"))

@@ -1,0 +1,171 @@
+"""/health, /metrics and the progress log of a daemon running in-process on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import structlog
+from prometheus_client.parser import text_string_to_metric_families
+
+from conftest import CountingProvider, make_settings
+from generators import markdown_document, write_transcript
+from ingestd.daemon import Daemon
+from ingestd.engine import Engine
+from ingestd.logs import configure_logging
+
+
+async def until(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    configure_logging("INFO", "json")
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+    configure_logging("WARNING", "json")
+
+
+async def start(
+    tmp_path: Path, counting: CountingProvider, **overrides: Any
+) -> tuple[Daemon, asyncio.Task[int]]:
+    settings = make_settings(
+        tmp_path, health_host="127.0.0.1", reconcile_seconds=0, watch_probe_seconds=0, **overrides
+    )
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+    task = asyncio.create_task(daemon.run())
+    await asyncio.wait_for(daemon.ready.wait(), 60)
+    return daemon, task
+
+
+@pytest.fixture
+async def daemon(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[Daemon]:
+    daemon, task = await start(tmp_path, counting, retry_max_attempts=1)
+    yield daemon
+    daemon.request_stop()
+    assert await asyncio.wait_for(task, 15) == 0
+
+
+async def get(daemon: Daemon, path: str) -> tuple[int, str, str]:
+    url = f"http://127.0.0.1:{daemon.health.bound_port}{path}"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        return response.status, response.headers["Content-Type"], await response.text()
+
+
+def samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+async def test_health_reports_ok_with_every_field(daemon: Daemon) -> None:
+    status, content_type, body = await get(daemon, "/health")
+    assert status == 200 and content_type.startswith("application/json")
+    import json
+
+    health = json.loads(body)
+    assert health["status"] == "ok" and health["ready"] is True and health["store_reachable"] is True
+    for key in (
+        "model_loaded",
+        "queue_depth",
+        "oldest_pending_age_s",
+        "files_quarantined",
+        "last_error",
+        "watchers",
+        "watch_probe",
+        "rss_mb",
+    ):
+        assert key in health, key
+    assert {w["mode"] for w in health["watchers"].values()} == {"events"}
+
+
+async def test_metrics_cover_files_chunks_timings_and_condition(
+    daemon: Daemon, counting: CountingProvider
+) -> None:
+    settings = daemon.settings
+    good = settings.documents_dirs[0] / "notes.md"
+    good.write_text(markdown_document(3, 4))
+    transcript = settings.conversations_dirs[0] / "proj" / "s.jsonl"
+    write_transcript(transcript, seed=5, exchanges=3)
+    state = daemon.engine.state
+    await until(lambda: all((r := state.get(str(p))) and r.status == "done" for p in (good, transcript)))
+
+    counting.fail_next = 100  # the next file cannot be embedded: quarantined after one attempt
+    bad = settings.documents_dirs[0] / "bad.md"
+    bad.write_text("# Doomed\n\nThis document will not embed.\n")
+    await until(lambda: (r := state.get(str(bad))) is not None and r.status == "quarantined")
+    counting.fail_next = 0
+
+    status, content_type, body = await get(daemon, "/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    found = samples(body)
+    outcomes = {(labels["kind"], labels["outcome"]) for labels, _ in found["ingestd_files_total"]}
+    assert {("documents", "done"), ("conversations", "done"), ("documents", "quarantined")} <= outcomes
+    assert any(value >= 1 for _, value in found["ingestd_file_failures_total"])
+    assert found["ingestd_chunks_embedded_total"][0][1] > 0
+    assert found["ingestd_embed_seconds_count"][0][1] > 0
+    assert found["ingestd_upsert_seconds_count"][0][1] > 0
+    for gauge in ("ingestd_queue_depth", "ingestd_files_queued", "ingestd_backlog_age_seconds"):
+        assert gauge in found, gauge
+    assert found["ingestd_rss_bytes"][0][1] > 10_000_000
+    assert found["ingestd_model_loaded"][0][1] == 1.0
+    assert found["ingestd_store_up"][0][1] == 1.0
+    modes = {
+        (labels["root"], labels["ingestd_watcher_mode"]): v for labels, v in found["ingestd_watcher_mode"]
+    }
+    for watch in daemon.watcher.watches:
+        assert modes[(str(watch.root), "events")] == 1.0 and modes[(str(watch.root), "polling")] == 0.0
+
+    health = await daemon.health_report()
+    assert health["files_quarantined"] == 1 and str(bad) in (health["last_error"] or "")
+
+
+async def test_health_is_degraded_when_embedding_halted(daemon: Daemon) -> None:
+    daemon.engine.pipeline.halted = "the provider refused the credentials"
+    try:
+        status, _, body = await get(daemon, "/health")
+        assert status == 503 and '"status": "degraded"' in body
+    finally:
+        daemon.engine.pipeline.halted = None
+    assert (await get(daemon, "/health"))[0] == 200
+
+
+async def test_progress_lines_while_busy_then_only_heartbeats(
+    tmp_path: Path, counting: CountingProvider, logs: list[MutableMapping[str, Any]]
+) -> None:
+    daemon, task = await start(tmp_path, counting, progress_log_seconds=0.3, heartbeat_seconds=1.0)
+    try:
+        for n in range(3):
+            write_transcript(
+                daemon.settings.conversations_dirs[0] / "p" / f"s{n}.jsonl", seed=40 + n, exchanges=4
+            )
+        await until(lambda: daemon.engine.pipeline.totals["done"] >= 3)
+        await until(lambda: any(e["event"] == "progress" and e["files_done"] >= 3 for e in logs))
+        line = next(e for e in logs if e["event"] == "progress" and e["files_done"] >= 3)
+        for key in ("chunks_done", "chunks_per_s", "files_per_s", "queue", "backlog_s", "rss_mb"):
+            assert key in line, key
+        assert line["outcome"] == "busy" and line["path"] == str(daemon.settings.state_dir)
+        assert line["chunks_done"] > 0 and line["rss_mb"] > 0
+
+        await asyncio.sleep(1.0)  # one more tick reports the end of the burst, then it is idle
+        busy_lines = sum(e["event"] == "progress" for e in logs)
+        beats = sum(e["event"] == "heartbeat" for e in logs)
+        await asyncio.sleep(3.0)
+        assert sum(e["event"] == "progress" for e in logs) == busy_lines, "silent while idle"
+        new_beats = [e for e in logs if e["event"] == "heartbeat"][beats:]
+        assert 1 <= len(new_beats) <= 4 and all(e["outcome"] == "idle" for e in new_beats)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0

@@ -1,0 +1,144 @@
+"""The watcher checks itself: unannounced changes and a failed probe switch roots to polling."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+
+from conftest import make_settings
+from ingestd.logs import configure_logging
+from ingestd.metrics import Metrics
+from ingestd.settings import Settings
+from ingestd.state import StateStore
+from ingestd.watcher import START_MARGIN, Watcher
+from ingestd.workqueue import WorkQueue
+
+
+async def until(condition: Callable[[], bool], limit_s: float = 20.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    configure_logging("DEBUG", "json")
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+    configure_logging("WARNING", "json")
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[Watcher]:
+    settings = make_settings(tmp_path, watch_probe_seconds=0, watch_poll_delay_ms=100)
+    watcher = Watcher(settings, WorkQueue(), StateStore(settings.state_dir), metrics=Metrics())
+    watcher.grace = 1.0  # the default allows 5 s for an event; the test waits for its own
+    tasks = watcher.start()
+    await until(lambda: all(w.started_wall is not None for w in watcher.watches))
+    await asyncio.sleep(START_MARGIN + 0.3)  # changes this early are not held against events
+    yield watcher
+    watcher.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def by_kind(watcher: Watcher, kind: str) -> Any:
+    return next(w for w in watcher.watches if w.kind == kind)
+
+
+async def test_root_without_events_is_switched_to_polling(
+    running: Watcher, logs: list[MutableMapping[str, Any]]
+) -> None:
+    watcher = running
+    docs, convs = by_kind(watcher, "documents"), by_kind(watcher, "conversations")
+    assert docs.mode == convs.mode == "events"
+    docs.suppress_events = True  # this mount delivers no events
+    silent = docs.root / "unannounced.md"
+    silent.write_text("# Written where no event is delivered\n")
+    heard = convs.root / "p" / "heard.jsonl"
+    heard.parent.mkdir()
+    heard.write_text("{}\n")
+    # A file made in a brand-new folder may be announced only through its folder (inotify adds
+    # the folder's watch after the file is written); the check accepts either.
+    await until(lambda: str(heard) in convs.announced or str(heard.parent) in convs.announced)
+    await asyncio.sleep(watcher.grace + 0.5)  # both changes are now older than the grace
+
+    started_with_events = docs.started_wall
+    await watcher.reconcile()
+
+    assert docs.mode == "polling" and docs.missed == 1 and "no file event" in (docs.reason or "")
+    assert convs.mode == "events" and convs.missed == 0, "a root whose events arrive keeps them"
+    assert silent in watcher.queue._items and heard in watcher.queue._items
+    switched = [e for e in logs if e["event"] == "watch.polling"]
+    assert switched and switched[0]["path"] == str(docs.root)
+    assert switched[0]["outcome"] == "switched to polling"
+    exposition = watcher.metrics.exposition().decode() if watcher.metrics else ""
+    assert f'ingestd_watcher_mode{{ingestd_watcher_mode="polling",root="{docs.root}"}} 1.0' in exposition
+    assert f'ingestd_watch_missed_events_total{{root="{docs.root}"}} 1.0' in exposition
+    # Polling now finds what events did not deliver.
+    await until(lambda: docs.started_wall not in (None, started_with_events))
+    await asyncio.sleep(0.5)  # the poller takes its first snapshot
+    later = docs.root / "later.md"
+    later.write_text("# Found by polling\n")
+    await until(lambda: str(later) in docs.announced)
+
+
+async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -> None:
+    settings: Settings = make_settings(tmp_path, watch_probe_seconds=0)
+    before = settings.documents_dirs[0].resolve() / "before.md"
+    before.write_text("# Written before the watcher started\n")
+    watcher = Watcher(settings, WorkQueue(), StateStore(settings.state_dir))
+    watcher.grace = 1.0
+    tasks = watcher.start()
+    try:
+        await until(lambda: all(w.started_wall is not None for w in watcher.watches))
+        await asyncio.sleep(START_MARGIN + 0.3)
+        docs = by_kind(watcher, "documents")
+        nested = docs.root / "new" / "deep"
+        nested.mkdir(parents=True)
+        (nested / "fresh.md").write_text("# Announced\n")
+        await until(lambda: str(docs.root / "new") in docs.announced)  # the folder that appeared
+        await asyncio.sleep(watcher.grace + 0.5)
+        assert await watcher.reconcile() >= 2
+        assert all(w.mode == "events" and w.missed == 0 for w in watcher.watches)
+    finally:
+        watcher.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_probe_writes_next_to_the_state_only(
+    running: Watcher, logs: list[MutableMapping[str, Any]]
+) -> None:
+    watcher = running
+    roots_before = {w.root: sorted(w.root.rglob("*")) for w in watcher.watches}
+    result = await watcher.probe()
+    assert result.ok is True and result.latency_s is not None and result.error is None
+    assert watcher.probe_dir.parent == watcher.settings.state_dir.resolve()
+    assert list(watcher.probe_dir.iterdir()) == [], "the probe file is removed"
+    assert {w.root: sorted(w.root.rglob("*")) for w in watcher.watches} == roots_before
+    assert all(w.mode == "events" for w in watcher.watches)
+    assert any(e["event"] == "watch.probe" and e["outcome"] == "delivered" for e in logs)
+
+
+async def test_failed_probe_switches_every_root_to_polling(
+    running: Watcher, tmp_path: Path, logs: list[MutableMapping[str, Any]]
+) -> None:
+    watcher = running
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    watcher.probe_dir = blocker / ".probe"  # cannot be created: the event machinery is unusable
+    result = await watcher.probe(wait_s=2.0)
+    assert result.ok is False and result.error
+    assert all(w.mode == "polling" and "probe" in (w.reason or "") for w in watcher.watches)
+    failed = [e for e in logs if e["event"] == "watch.probe"]
+    assert failed and failed[-1]["outcome"] == "no event" and failed[-1]["path"] == str(watcher.probe_dir)
+    assert "ingestd_watch_probe_ok 0.0" in (watcher.metrics.exposition().decode() if watcher.metrics else "")
