@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -116,8 +117,23 @@ class VectorStore:
             if self.server:
                 for field, schema in INDEXED.items():
                     await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
+        if not self.server:
+            self._tune_local(name)
         self._ready.add(name)
         return name
+
+    def _tune_local(self, name: str) -> None:
+        """Embedded mode commits every point in its own SQLite transaction with an fsync (~4 ms
+        a point, on the event loop). WAL with synchronous=NORMAL makes that ~0.4 ms and stays
+        safe against a killed process; only an OS crash can lose the last commits. The server
+        (QDRANT_URL) is unaffected. Skipped silently if qdrant-client's internals change."""
+        try:
+            local = getattr(self.client, "_client")  # noqa: B009 - embedded mode's private engine
+            connection = local.collections[name].storage.storage
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+        except (AttributeError, KeyError, TypeError, sqlite3.Error):
+            return
 
     async def upsert(self, kind: str, points: list[models.PointStruct]) -> None:
         name = await self.ensure_collection(kind)

@@ -1,0 +1,101 @@
+"""Chunking: the token limit, role labels, and append stability (the basis of cheap appends)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from pathlib import Path
+
+import pytest
+
+from generators import ClaudeSession, dump, paragraph
+from ingestd.chunker import Chunk, Packer, TokenCounter
+from ingestd.embedding.fastembed_provider import FastEmbedProvider
+from ingestd.parsers.claude import RenderOptions
+from ingestd.parsers.transcripts import TranscriptParser
+from ingestd.reader import read_lines
+
+
+@pytest.fixture(scope="module")
+def counter(provider: FastEmbedProvider) -> TokenCounter:
+    return provider.counter
+
+
+def chunks_of(
+    path: Path, counter: TokenCounter, start: int = 0, ordinal: int = 0, line: int = 1
+) -> list[Chunk]:
+    async def collect() -> list[Chunk]:
+        parser = TranscriptParser(path, path.parent.parent, RenderOptions())
+        packer = Packer(counter, 128, 16, markdown=True, first_ordinal=ordinal)
+        out: list[Chunk] = []
+        async for each in read_lines(path, start, line, 4096, 1 << 20):
+            unit = parser.parse(each)
+            if unit is not None:
+                out.extend(packer.feed(unit))
+        tail = packer.flush()
+        return [*out, tail] if tail else out
+
+    return asyncio.run(collect())
+
+
+def test_chunks_respect_the_limit_and_keep_labels(tmp_path: Path, counter: TokenCounter) -> None:
+    session = ClaudeSession(3, "s")
+    long_text = paragraph(random.Random(1), 80)
+    path = tmp_path / "p" / "s.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(dump([*session.lines(5), session.user(long_text), session.user("short one")]))
+    chunks = chunks_of(path, counter)
+    tokenizer = counter.tokenizer
+    for chunk in chunks:
+        assert len(tokenizer.encode(chunk.text).ids) <= 128  # counted with [CLS] and [SEP]
+        assert chunk.text.split(":", 1)[0] in {"user", "assistant", "summary"}
+    pieces = [c for c in chunks if c.meta.get("roles") == ["user"] and c.tokens > 100]
+    assert len(pieces) >= 3, "the long message was split, each piece labelled"
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_resuming_at_any_commit_point_gives_the_same_chunks(
+    tmp_path: Path, counter: TokenCounter, seed: int
+) -> None:
+    """For every chunk's resume position, chunking from there reproduces the rest exactly."""
+    rng = random.Random(seed)
+    session = ClaudeSession(seed, "s")
+    lines = list(session.lines(rng.randint(3, 12)))
+    lines.insert(rng.randint(1, len(lines)), session.user(paragraph(rng, rng.randint(20, 60))))
+    path = tmp_path / "p" / "s.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(dump(lines))
+    whole = chunks_of(path, counter)
+    for chunk in whole:
+        resumed = chunks_of(path, counter, chunk.resume.offset, chunk.resume.ordinal, chunk.resume.line)
+        expected = [c for c in whole if c.ordinal >= chunk.resume.ordinal]
+        assert [(c.ordinal, c.text) for c in resumed] == [(c.ordinal, c.text) for c in expected]
+
+
+def test_a_prefix_chunks_like_the_whole_except_its_open_tail(tmp_path: Path, counter: TokenCounter) -> None:
+    session = ClaudeSession(9, "s")
+    body = dump(session.lines(10))
+    path = tmp_path / "p" / "s.jsonl"
+    path.parent.mkdir()
+    path.write_bytes(body)
+    whole = chunks_of(path, counter)
+    cut = body.index(b"\n", len(body) // 2) + 1
+    path.write_bytes(body[:cut])
+    prefix = chunks_of(path, counter)
+    assert [(c.ordinal, c.text) for c in prefix[:-1]] == [
+        (c.ordinal, c.text) for c in whole[: len(prefix) - 1]
+    ]
+    assert whole[len(prefix) - 1].text.startswith(prefix[-1].text)
+
+
+def test_reader_skips_overlong_lines_and_waits_for_newlines(tmp_path: Path) -> None:
+    path = tmp_path / "f.jsonl"
+    path.write_bytes(b"short\n" + b"x" * 5000 + b"\nok\npartial")
+
+    async def collect(include_partial: bool) -> list[tuple[bytes | None, int]]:
+        return [
+            (line.data, line.number) async for line in read_lines(path, 0, 1, 1024, 1000, include_partial)
+        ]
+
+    assert asyncio.run(collect(False)) == [(b"short", 1), (None, 2), (b"ok", 3)]
+    assert asyncio.run(collect(True))[-1] == (b"partial", 4)
