@@ -97,6 +97,16 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 f"{100 * big['fraction_committed']:.1f} % committed",
             )
         )
+    if (mm := (big or {}).get("mmap_threshold")) and big:
+        rows.append(
+            _row(
+                "6. same, MALLOC_MMAP_THRESHOLD_=131072 (MB)",
+                mm["peak_minus_baseline_mb"],
+                "≤ 64 MB",
+                mm["peak_minus_baseline_mb"] <= 64,
+                f"baseline {mm['baseline_rss_mb']} MB vs {big['baseline_rss_mb']} MB default",
+            )
+        )
     if i := r.get("idle"):
         rows += [
             _row(
@@ -109,7 +119,7 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
             _row("7. cold start → first searchable (s)", i["first_searchable_s"]),
         ]
     if sw := r.get("sweep"):
-        best = max((x for x in sw if not x["arena"]), key=lambda x: x["tokens_per_s"])
+        best = max((x for x in sw if _variant(x) == "arena off"), key=lambda x: x["tokens_per_s"])
         rows.append(
             _row(
                 "9. fastest raw setting (arena off)",
@@ -161,11 +171,13 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
         fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
         labels = sorted({(x["chunk_tokens"], x["batch_size"]) for x in sw})
         xs = range(len(labels))
-        for offset, arena in ((-0.2, False), (0.2, True)):
-            by = {(x["chunk_tokens"], x["batch_size"]): x for x in sw if x["arena"] == arena}
-            name = "arena on" if arena else "arena off"
-            axes[0].bar([i + offset for i in xs], [by[k]["tokens_per_s"] for k in labels], 0.4, label=name)
-            axes[1].bar([i + offset for i in xs], [by[k]["peak_rss_mb"] for k in labels], 0.4, label=name)
+        variants = list(dict.fromkeys(_variant(x) for x in sw))
+        width = 0.8 / len(variants)
+        for n, name in enumerate(variants):
+            by = {(x["chunk_tokens"], x["batch_size"]): x for x in sw if _variant(x) == name}
+            shift = [i - 0.4 + width * (n + 0.5) for i in xs]
+            axes[0].bar(shift, [by[k]["tokens_per_s"] for k in labels], width, label=name)
+            axes[1].bar(shift, [by[k]["peak_rss_mb"] for k in labels], width, label=name)
         for ax, title in ((axes[0], "raw FastEmbed tokens/s"), (axes[1], "peak RSS (MB)")):
             ax.set_xticks(list(xs), [f"{c}/{b}" for c, b in labels], rotation=45)
             ax.set(title=title, xlabel="chunk tokens / batch size")
@@ -187,6 +199,10 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
         ax.grid(alpha=0.3)
         made.append(_save(fig, out / "corpus.png"))
     return made
+
+
+def _variant(row: dict[str, Any]) -> str:
+    return str(row.get("variant") or ("arena on" if row["arena"] else "arena off"))
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -258,13 +274,13 @@ def _details(r: dict[str, Any]) -> list[str]:
             "generated transcript prose. `growth` is RSS after 40 further batches of random shapes "
             "minus RSS after the warm-up batch (what the arena keeps).",
             "",
-            "| chunk | batch | arena | tokens/s | RSS loaded | peak RSS | growth after random shapes |",
+            "| chunk | batch | variant | tokens/s | RSS loaded | peak RSS | growth after random shapes |",
             "|---|---|---|---|---|---|---|",
         ]
         for x in sw:
             growth = x["rss_after_varied_mb"] - x["rss_warm_mb"]
             out.append(
-                f"| {x['chunk_tokens']} | {x['batch_size']} | {'on' if x['arena'] else 'off'} | "
+                f"| {x['chunk_tokens']} | {x['batch_size']} | {_variant(x)} | "
                 f"{x['tokens_per_s']} | {x['rss_loaded_mb']} | {x['peak_rss_mb']} | {growth:+.1f} MB |"
             )
         out.append("")
@@ -279,6 +295,10 @@ def _details(r: dict[str, Any]) -> list[str]:
         ("idle", "Cold start and idle unload"),
     ):
         if section := r.get(key):
-            brief = {k: v for k, v in section.items() if k not in ("rss_trace", "samples", "latencies_s")}
+            brief = {
+                k: ({a: b for a, b in v.items() if a != "rss_trace"} if isinstance(v, dict) else v)
+                for k, v in section.items()
+                if k not in ("rss_trace", "samples", "latencies_s")
+            }
             out += [f"## {title}", "", "```", *(f"{k}: {v}" for k, v in brief.items()), "```", ""]
     return out

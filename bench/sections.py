@@ -245,7 +245,7 @@ def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
                     documents / f"{index // 1000:02d}" / f"note-{index:05d}.md", text.encode(), work / "stage"
                 )
             daemon.wait_idle((batch + 1) * step, poll=0.1)
-            rss = daemon.sampler.rss() or 0.0
+            rss = statistics.median(_rss_samples(daemon, 5, 0.1))
             samples.append(((batch + 1) * step, round(rss, 1), round(time.monotonic() - started, 1)))
         points = daemon.api("status", {}).get("points", {})
     finally:
@@ -268,6 +268,14 @@ def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
     }
 
 
+def _rss_samples(daemon: DaemonProc, count: int, interval: float) -> list[float]:
+    out = []
+    for _ in range(count):
+        out.append(daemon.sampler.rss() or 0.0)
+        time.sleep(interval)
+    return out
+
+
 def _slope(points: list[tuple[int, float]]) -> float:
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     mx, my = statistics.mean(xs), statistics.mean(ys)
@@ -277,22 +285,34 @@ def _slope(points: list[tuple[int, float]]) -> float:
 
 # --- 6. one large transcript ----------------------------------------------------------------
 def large_file(work: Path, size: int, window: float) -> dict[str, Any]:
-    state, conversations, documents = dirs(work)
-    staging = fresh(work / "staging")
+    """The same generated file under the default allocator and with a fixed mmap threshold."""
+    staging = fresh(work / "source")
     generated = time.monotonic()
     source = staging / "6b1f0000-0000-4000-8000-00000000beef.jsonl"
     write_transcript(source, 500, size, "-home-dev-big")
     generate_s = time.monotonic() - generated
-    env = ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0, PROGRESS_LOG_SECONDS=10)
+    out: dict[str, Any] = {"generate_s": round(generate_s, 1)}
+    for name, extra in (("default", {}), ("mmap_threshold", MMAP_ENV)):
+        out[name] = _large_once(work / name, source, size, window, extra)
+    out.update({k: v for k, v in out["default"].items() if k != "rss_trace"})
+    out["rss_trace"] = out["default"]["rss_trace"]
+    return out
+
+
+def _large_once(work: Path, source: Path, size: int, window: float, extra: dict[str, str]) -> dict[str, Any]:
+    state, conversations, documents = dirs(work)
+    env = ingestd_env(
+        state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0, PROGRESS_LOG_SECONDS=10, **extra
+    )
     daemon = DaemonProc(env, work / "daemon.log")
     try:
         daemon.wait_ready()
         daemon.search("warm up the model", None, 1)
         time.sleep(3)
-        baseline = statistics.median(daemon.sampler.rss() or 0.0 for _ in range(5))
+        baseline = statistics.median(_rss_samples(daemon, 5, 0.1))
         target = conversations / "-home-dev-big" / source.name
         target.parent.mkdir(parents=True)
-        os.replace(source, target)
+        os.link(source, target)
         since = time.monotonic() - daemon.sampler.started
         time.sleep(window)
         peak = daemon.sampler.peak_since(since)
@@ -304,7 +324,7 @@ def large_file(work: Path, size: int, window: float) -> dict[str, Any]:
     chunks = int(metrics.get("ingestd_chunks_embedded_total", 0))
     return {
         "file_bytes": size,
-        "generate_s": round(generate_s, 1),
+        "environment": extra,
         "window_s": window,
         "baseline_rss_mb": round(baseline, 1),
         "peak_rss_mb": round(peak, 1),
@@ -366,9 +386,14 @@ def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
 
 
 # --- 9. raw FastEmbed sweep -----------------------------------------------------------------
+MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc: big blocks always mmapped, freed to the OS
+
+
 def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
+    """Every chunk × batch size with the arena off, on, and off with a fixed glibc mmap threshold."""
     out = []
-    for arena in (0, 1):
+    variants = (("arena off", 0, {}), ("arena on", 1, {}), ("arena off + mmap", 0, MMAP_ENV))
+    for variant, arena, extra in variants:
         for chunk in (64, 128, 256):
             for batch in (16, 32, 64):
                 result = subprocess.run(
@@ -381,13 +406,14 @@ def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
                     text=True,
                     check=True,
                     cwd=str(BENCH),
-                    env={**os.environ, "PYTHONPATH": str(BENCH)},
+                    env={**os.environ, "PYTHONPATH": str(BENCH), **extra},
                 )
                 row = json.loads(result.stdout.strip().splitlines()[-1])
+                row["variant"] = variant
                 row["load"] = load_average()
                 out.append(row)
                 print(
-                    f"  sweep chunk={chunk} batch={batch} arena={arena}: {row['tokens_per_s']} tok/s, "
+                    f"  sweep {variant} chunk={chunk} batch={batch}: {row['tokens_per_s']} tok/s, "
                     f"peak {row['peak_rss_mb']} MB",
                     flush=True,
                 )

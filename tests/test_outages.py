@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from conftest import MODEL_CACHE, CountingProvider, make_settings
 from generators import markdown_document, write_transcript
-
 from ingestd.embedding import EmbeddingError
 from ingestd.engine import Engine
 from ingestd.logs import configure_logging
-from ingestd.pipeline import FileJob, Outcome
+from ingestd.pipeline import FileJob
 
 Events = Callable[[], list[dict[str, Any]]]
 
@@ -48,8 +48,8 @@ def events(capsys: pytest.CaptureFixture[str]) -> Iterator[Events]:
     configure_logging("WARNING", "json")
 
 
-async def poll(condition: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
+async def poll(condition: Callable[[], Awaitable[bool] | bool], within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         value = condition()
         if asyncio.iscoroutine(value):
@@ -155,7 +155,9 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
         assert await engine.store.count_file(kind, job.key) == job.record.chunks > 0
 
 
-async def test_hanging_and_half_landed_batches(faulty: Any, events: Events, counting: CountingProvider) -> None:
+async def test_hanging_and_half_landed_batches(
+    faulty: Any, events: Events, counting: CountingProvider
+) -> None:
     engine, faults = faulty
     faults.plan = ["hang", "half", "fail", "hang", "half"]
     transcript, document = _files(engine)
@@ -265,7 +267,12 @@ def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=180
+        [sys.executable, "-m", "ingestd", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
 
 

@@ -64,6 +64,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
+        # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
+        self.engine.state.lock("daemon")
         await self.health.start()
         self._write_daemon_file()
         log.info(
@@ -76,7 +78,17 @@ class Daemon:
             health_port=self.health.bound_port,
         )
         try:
-            await self.engine.open("daemon")
+            # The store may be down for a long time (open waits for it): a signal still stops us.
+            opening = asyncio.create_task(self.engine.open("daemon"), name="engine-open")
+            stop = asyncio.create_task(self.stopping.wait(), name="stop-wait")
+            await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not opening.done():
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
+                return 0
+            opening.result()
             # Watch first, then scan: a file created in between is seen by one or the other.
             self._tasks = [*self.watcher.start()]
             await asyncio.sleep(0.2)

@@ -76,6 +76,11 @@ def classify(path: Path, roots: list[tuple[str, Path]]) -> Target | Refusal | No
     except OSError as exc:
         return Refusal(path, kind, f"cannot stat: {exc.strerror}")
     real = path
+    if not stat.S_ISLNK(info.st_mode) and path.parent != Path(os.path.realpath(path.parent)):
+        # A linked directory on the way (root/link/file.md, link -> /elsewhere): judge the target.
+        real = Path(os.path.realpath(path))
+        if root_of(real, roots) is None:
+            return Refusal(path, kind, "path leads outside the watched roots through a symlink (refused)")
     if stat.S_ISLNK(info.st_mode):
         try:
             real = path.resolve(strict=True)

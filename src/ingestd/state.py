@@ -83,6 +83,8 @@ class StateStore:
 
     # --- locking -------------------------------------------------------------------------
     def lock(self, owner: str = "daemon") -> None:
+        if self._lock_handle is not None:  # already ours (the daemon locks before it announces itself)
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         handle = (self.dir / "ingestd.lock").open("a+")
         try:

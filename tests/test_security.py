@@ -1,0 +1,136 @@
+"""Security properties: no writes under watched folders, no escape through links, secrets
+never printed, HTTP on loopback by default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import MODEL_CACHE, CountingProvider, make_settings
+from generators import markdown_document, write_transcript
+from ingestd.daemon import Daemon
+from ingestd.engine import Engine
+from ingestd.settings import Settings
+
+QDRANT_KEY = "qdrant-key-4f9d2c7e1b"
+VOYAGE_KEY = "pa-voyagekey8a7b6c5d4e3f"
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
+    out = {}
+    for directory, dirnames, filenames in os.walk(root):
+        for name in [*dirnames, *filenames]:
+            info = os.lstat(os.path.join(directory, name))
+            out[os.path.join(directory, name)] = (info.st_size, info.st_mtime_ns, info.st_mode)
+    return out
+
+
+async def test_daemon_never_writes_inside_watched_folders(tmp_path: Path, counting: CountingProvider) -> None:
+    settings = make_settings(tmp_path, reconcile_seconds=0.5)
+    for index in range(3):
+        write_transcript(
+            settings.conversations_dirs[0] / "p" / f"s{index}.jsonl", seed=400 + index, exchanges=2
+        )
+        (settings.documents_dirs[0] / f"d{index}.md").write_text(markdown_document(400 + index, 2))
+    watch = tmp_path / "watch"
+    before = _snapshot(watch)
+    dir_mtimes = {d: os.stat(d).st_mtime_ns for d, _, _ in os.walk(watch)}
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 60)
+        for _ in range(600):
+            if daemon.engine.state.summary().get("done") == 6:
+                break
+            await asyncio.sleep(0.1)
+        assert daemon.engine.state.summary().get("done") == 6
+        await asyncio.sleep(1.2)  # a reconcile scan or two
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 20) == 0
+    assert _snapshot(watch) == before, "files under the watched roots changed"
+    assert {d: os.stat(d).st_mtime_ns for d, _, _ in os.walk(watch)} == dir_mtimes, "an entry was created"
+
+
+async def test_paths_outside_the_roots_are_refused(engine: Engine, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nThe vault code is in here.\n")
+    docs = engine.settings.documents_dirs[0]
+    (docs / "link.md").symlink_to(outside / "secret.md")
+    (docs / "linked-dir").symlink_to(outside, target_is_directory=True)
+    for path in (docs / "link.md", docs / "linked-dir" / "secret.md", outside / "secret.md"):
+        result = await engine.submit(path)
+        if path.parent == outside:
+            assert result is None, "a path outside every root is not ours"
+        else:
+            assert result is not None and result.status == "skipped" and "outside" in (result.reason or ""), (
+                result
+            )  # type: ignore[union-attr]
+    rows = await engine.store.scroll_all("documents", ["text"])
+    assert all("vault code" not in str(p["text"]) for _, p in rows)
+
+
+def test_keys_are_redacted_in_logs_and_status(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
+    env.update(
+        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
+        DOCUMENTS_DIRS=str(tmp_path / "docs"),
+        STATE_DIR=str(tmp_path / "state"),
+        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
+        HEALTH_PORT="0",
+        LOG_FORMAT="json",
+        LOG_LEVEL="DEBUG",
+        QDRANT_API_KEY=QDRANT_KEY,
+        VOYAGE_API_KEY=VOYAGE_KEY,
+    )
+    (tmp_path / "conv").mkdir()
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text(f"# Keys\n\nA note that quotes {VOYAGE_KEY} by mistake.\n")
+    outputs = []
+    for args in (["import"], ["status", "--json"], ["status"], ["-v", "status"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "ingestd", *args],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert result.returncode == 0, result.stderr
+        outputs.append(result.stdout + result.stderr)
+    body = json.loads(outputs[1])
+    assert body["files"] == {"done": 1}
+    for text in outputs:
+        assert QDRANT_KEY not in text and VOYAGE_KEY not in text
+
+
+def test_http_binds_to_loopback_by_default(tmp_path: Path) -> None:
+    assert Settings.model_fields["health_host"].default == "127.0.0.1"
+    settings = make_settings(tmp_path)
+    assert settings.health_host == "127.0.0.1"
+
+    async def bound() -> list[str]:
+        daemon = Daemon(settings, engine=Engine(settings, provider=_Never()))
+        await daemon.health.start()
+        try:
+            runner = daemon.health._runner
+            assert runner is not None
+            return [str(address[0]) for address in runner.addresses]
+        finally:
+            await daemon.health.stop()
+
+    assert asyncio.run(bound()) == ["127.0.0.1"]
+
+
+class _Never(CountingProvider):
+    """Never embeds: binding the HTTP port needs no model."""
+
+    def __init__(self) -> None:
+        from ingestd.embedding.fastembed_provider import FastEmbedProvider
+
+        super().__init__(FastEmbedProvider(make_settings(Path(os.environ.get("TMPDIR", "/tmp")) / "never")))

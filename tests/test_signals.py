@@ -1,0 +1,147 @@
+"""Signals on a real `ingestd run`: SIGTERM mid-import exits 0 in time and loses nothing;
+SIGHUP is logged and ignored (configuration is read at start-up only)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conftest import MODEL_CACHE
+from generators import markdown_document, write_transcript
+
+FILES = 12
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
+    env.update(
+        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
+        DOCUMENTS_DIRS=str(tmp_path / "docs"),
+        STATE_DIR=str(tmp_path / "state"),
+        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
+        HEALTH_PORT="0",
+        LOG_FORMAT="json",
+        PROGRESS_LOG_SECONDS="0",
+        STATE_FLUSH_SECONDS="0.2",
+    )
+    return env
+
+
+def _corpus(tmp_path: Path) -> list[Path]:
+    paths = []
+    for index in range(FILES):
+        path = tmp_path / "conv" / "proj" / f"s{index:02d}.jsonl"
+        write_transcript(path, seed=300 + index, exchanges=5)
+        paths.append(path)
+        doc = tmp_path / "docs" / f"d{index:02d}.md"
+        doc.parent.mkdir(parents=True, exist_ok=True)
+        doc.write_text(markdown_document(300 + index, 4))
+        paths.append(doc)
+    return paths
+
+
+def _start(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingestd", "run"],
+        env=env,
+        cwd=cwd,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _events(log: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.read_text(errors="replace").splitlines() if line.startswith("{")]
+
+
+def _wait(condition: Any, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the daemon died"
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def _status(env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "ingestd", "status", "--json"],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    answer: dict[str, Any] = json.loads(out.stdout)
+    return answer
+
+
+def _done_on_disk(tmp_path: Path) -> int:
+    try:
+        files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+    except (OSError, ValueError):
+        return 0
+    return sum(1 for r in files.values() if r["status"] == "done")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> float:
+    started = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0, "SIGTERM must exit 0"
+    return time.monotonic() - started
+
+
+def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp_path: Path) -> None:
+    env = _env(tmp_path)
+    paths = _corpus(tmp_path)
+    first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+    process = _start(env, tmp_path, first_log)
+    try:
+        ingested = lambda: sum(1 for e in _events(first_log) if e["event"] == "file.ingested")  # noqa: E731
+        _wait(lambda: ingested() >= 3, 120, process)
+        assert ingested() < len(paths), "the import finished before the signal: make the corpus larger"
+        assert _stop(process) < 10
+        events = _events(first_log)
+        assert events[-1]["event"] == "daemon.stopped"
+        interrupted = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+        assert sum(1 for r in interrupted.values() if r["status"] == "done") < len(paths)
+
+        process = _start(env, tmp_path, second_log)
+        info = tmp_path / "state" / "daemon.json"
+        _wait(info.exists, 60, process)
+        _wait(lambda: any(e["event"] == "daemon.ready" for e in _events(second_log)), 120, process)
+        port = json.loads(info.read_text())["port"]
+        process.send_signal(signal.SIGHUP)  # mid-import: logged, ignored
+        _wait(lambda: _done_on_disk(tmp_path) == len(paths), 300, process)
+        before = _status(env, tmp_path)
+        process.send_signal(signal.SIGHUP)
+        _wait(lambda: sum(1 for e in _events(second_log) if e["event"] == "daemon.sighup") >= 2, 30, process)
+        time.sleep(0.5)
+        assert process.poll() is None, "SIGHUP must not kill the daemon"
+        after = _status(env, tmp_path)
+        assert json.loads(info.read_text())["port"] == port
+        for key in ("files", "points", "model", "store"):
+            assert after[key] == before[key], key
+        hups = [e for e in _events(second_log) if e["event"] == "daemon.sighup"]
+        assert all(e["outcome"] == "ignored" for e in hups)
+        assert _stop(process) < 10
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    state = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+    assert {state[str(p)]["status"] for p in paths} == {"done"}
+    expected = {
+        kind: sum(r["chunks"] for r in state.values() if r["kind"] == kind)
+        for kind in ("conversations", "documents")
+    }
+    points = {name.split("-")[1]: count for name, count in after["points"].items()}
+    assert points == expected, (points, expected)  # nothing lost, nothing duplicated
