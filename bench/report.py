@@ -242,12 +242,54 @@ def write_docs(r: dict[str, Any], rows: list[Row], bench: Path, docs: Path) -> N
         _plan_text(r),
         "",
     ]
+    lines += METHOD.splitlines()
+    lines.append("")
     lines += _details(r)
     if images:
         lines += ["## Plots", ""]
         lines += [f"![{name}]({name})" for name in images]
         lines.append("")
     (docs / "performance.md").write_text("\n".join(lines))
+
+
+METHOD = """## Method
+
+- **Corpus** (`bench/corpus.py`, deterministic): Claude Code JSONL shaped like real sessions,
+  log-uniform sizes from 5 KB to 2 MB scaled to the total. Each session has its own domain
+  (16 domains: payments, video, compilers, …) with its own generated file and function names;
+  sentences come from 40 templates whose slots draw on ~600 words plus per-session identifiers,
+  and each message has a focus (a noun, file, function, library and error most of its sentences
+  share). Bytes are realistic too: thinking blocks with signatures, tool results with file
+  contents (capped at TOOL_RESULT_MAX_CHARS when rendered), the `toolUseResult` copy, 1 % base64
+  screenshots; so only part of the bytes is embedded text.
+- **1. Efficiency**: in one process, the pipeline (Engine, FILE_CONCURRENCY files at a time)
+  ingests a small corpus with the real provider wrapped to record every text the model embeds;
+  then FastEmbed's own `TextEmbedding.embed(texts, batch_size=32)` runs on the same loaded
+  session (same threads) over exactly those texts. Rounds alternate pipeline and raw; the
+  median ratio is reported. Tokens include [CLS]/[SEP].
+- **2. Corpus**: `ingestd import` in a subprocess, timed from spawn to exit (model load and
+  Qdrant start included); peak RSS sampled every 0.25 s with psutil.
+- **3. Appends**: `ingestd run`; after the transcript is ingested, one assistant message is
+  appended at a time, 50–200 ms apart (several appends share a debounced pass), then more
+  appends spaced beyond the debounce so each is its own pass. Chunks embedded are read from
+  `/metrics` (`ingestd_chunks_embedded`).
+- **4. Drop→searchable**: each Markdown note is written elsewhere and renamed into the watched
+  folder; the clock stops when `/api/search` with a sentence of the note returns it.
+- **5. Soak**: `ingestd run`; 100 small notes at a time are dropped, and after the daemon has
+  finished them its RSS is sampled (median of 5 samples over 0.5 s).
+- **6. Large file**: the daemon loads the model (one search), idles 3 s (baseline = RSS then),
+  then a 500 MB transcript is hard-linked into the watched folder and RSS is sampled every
+  0.1 s for a fixed window; embedding all of it on 2 CPUs would take hours, so the window covers
+  the read/parse/chunk/embed/store loop in steady state, not the whole file. Run twice: glibc
+  defaults, and with `MALLOC_MMAP_THRESHOLD_=131072`.
+- **7. Idle**: the daemon starts with one note present; cold start is spawn → the note is
+  returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0.
+- **8. Quality**: sentences (≥ 8 words) of 200 random user/assistant messages of the corpus;
+  a query counts as found when a top-5 hit is a chunk of the same file containing the sentence.
+- **9. Sweep**: one process per setting (`bench/rawembed.py`); peak RSS is `ru_maxrss`.
+- **10. Cache**: after the corpus import, distinct vectors in the embedding cache vs chunks
+  stored.
+"""
 
 
 def _plan_text(r: dict[str, Any]) -> str:

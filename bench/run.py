@@ -29,22 +29,22 @@ from procs import load_average  # noqa: E402
 
 SECTIONS = ("sweep", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
 FULL: dict[str, Any] = {
-    "sweep_tokens": 8192,
+    "sweep_tokens": 6144,
     "efficiency_rounds": 3,
-    "efficiency_bytes": 400_000,
+    "efficiency_bytes": 150_000,
     "corpus_files": 200,
-    "corpus_mb": 12.0,
+    "corpus_mb": 5.0,
     "quality_queries": 200,
-    "append_transcript_bytes": 5_000_000,
+    "append_transcript_bytes": 2_000_000,
     "live_appends": 100,
     "spaced_appends": 20,
     "drops": 50,
     "soak_files": 5000,
     "large_bytes": 500_000_000,
-    "large_window_s": 120.0,
+    "large_window_s": 75.0,
 }
 QUICK: dict[str, Any] = {
-    "sweep_tokens": 2048,
+    "sweep_tokens": 1024,
     "efficiency_rounds": 1,
     "efficiency_bytes": 120_000,
     "corpus_files": 40,

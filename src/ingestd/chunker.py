@@ -86,7 +86,7 @@ class Packer:
         text = unit.rendered()
         tokens = self.counter.count(text)
         joined = tokens + (self.counter.count(SEPARATOR) if self.open else 0)
-        if self.open and self.open_tokens + joined <= self.budget:
+        if self.open and not unit.opens_section and self.open_tokens + joined <= self.budget:
             self.open.append(unit)
             self.open_tokens += joined
             return []

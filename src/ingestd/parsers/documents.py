@@ -146,6 +146,7 @@ class SectionBuilder:
         self.end = 0
         self.next_line = 0
         self.heading: str | None = None
+        self.opens_heading = False
         self.in_fence = False
 
     def feed(self, line: Line) -> list[Unit]:
@@ -173,6 +174,7 @@ class SectionBuilder:
             out.extend(self.flush())
         if not self.lines:
             self.start, self.first_line = line.start, line.number
+            self.opens_heading = heading is not None
         if heading is not None:
             self.heading = heading
         self.lines.append(text.rstrip("\r\n"))
@@ -190,6 +192,7 @@ class SectionBuilder:
             line=self.first_line,
             next_line=self.next_line,
             meta={"heading": self.heading} if self.heading else {},
+            opens_section=self.opens_heading,
         )
         self.lines, self.size = [], 0
         return [unit] if text else []

@@ -19,6 +19,7 @@ class Unit:
     line: int = 0
     next_line: int = 0
     label: str = ""
+    opens_section: bool = False  # starts at a heading: never packed with the section before it
     meta: dict[str, Any] = field(default_factory=dict)
 
     def rendered(self) -> str:
