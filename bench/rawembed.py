@@ -3,7 +3,7 @@
 Usage: rawembed.py CHUNK_TOKENS BATCH_SIZE ARENA(0|1) TOKENS THREADS. Prints one JSON object.
 Chunks are windows of exactly CHUNK_TOKENS tokens (with [CLS] and [SEP]) cut from generated
 transcript prose, the worst case of greedy packing; a second pass with random batch shapes
-(1..BATCH chunks of 16..CHUNK_TOKENS tokens) shows how the memory arena grows with shapes.
+(8 batches of 1..BATCH chunks of 16..CHUNK_TOKENS tokens) shows how the memory arena grows with shapes.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def main() -> None:
     after_fixed = rss()
     rng = random.Random(5)
     trace = []
-    for _ in range(40):
+    for _ in range(8):
         count = rng.randint(1, batch)
         length = rng.randint(16, chunk)
         sample = [" ".join(t.split()[: max(4, length * 3 // 4)]) for t in rng.choices(texts, k=count)]

@@ -176,8 +176,8 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
         for n, name in enumerate(variants):
             by = {(x["chunk_tokens"], x["batch_size"]): x for x in sw if _variant(x) == name}
             shift = [i - 0.4 + width * (n + 0.5) for i in xs]
-            axes[0].bar(shift, [by[k]["tokens_per_s"] for k in labels], width, label=name)
-            axes[1].bar(shift, [by[k]["peak_rss_mb"] for k in labels], width, label=name)
+            axes[0].bar(shift, [by[k]["tokens_per_s"] if k in by else 0 for k in labels], width, label=name)
+            axes[1].bar(shift, [by[k]["peak_rss_mb"] if k in by else 0 for k in labels], width, label=name)
         for ax, title in ((axes[0], "raw FastEmbed tokens/s"), (axes[1], "peak RSS (MB)")):
             ax.set_xticks(list(xs), [f"{c}/{b}" for c, b in labels], rotation=45)
             ax.set(title=title, xlabel="chunk tokens / batch size")
@@ -313,7 +313,7 @@ def _details(r: dict[str, Any]) -> list[str]:
             "## Raw FastEmbed: chunk size × batch size × memory arena",
             "",
             "Each setting in its own process; chunks are windows of exactly the chunk size cut from "
-            "generated transcript prose. `growth` is RSS after 40 further batches of random shapes "
+            "generated transcript prose. `growth` is RSS after 8 further batches of random shapes "
             "minus RSS after the warm-up batch (what the arena keeps).",
             "",
             "| chunk | batch | variant | tokens/s | RSS loaded | peak RSS | growth after random shapes |",

@@ -29,7 +29,7 @@ from procs import load_average  # noqa: E402
 
 SECTIONS = ("sweep", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
 FULL: dict[str, Any] = {
-    "sweep_tokens": 6144,
+    "sweep_tokens": 4096,
     "efficiency_rounds": 3,
     "efficiency_bytes": 150_000,
     "corpus_files": 200,

@@ -21,6 +21,8 @@ from tokenizers import Tokenizer
 
 from ingestd.parsers.units import Unit
 
+Splitter = MarkdownSplitter | TextSplitter
+
 SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the model to every input
 SEPARATOR = "\n\n"
 MAX_LIST = 50  # per-chunk metadata lists (uuids, files) are capped to keep payloads small
@@ -57,13 +59,20 @@ class TokenCounter:
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self.tokenizer = tokenizer
+        self._splitters: dict[tuple[bool, int, int], Splitter] = {}
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
-    def count_many(self, texts: list[str]) -> list[int]:
-        encodings = self.tokenizer.encode_batch(texts, add_special_tokens=False)
-        return [len(encoding.ids) for encoding in encodings]
+    def splitter(self, markdown: bool, capacity: int, overlap: int) -> Splitter:
+        """Splitters are cached: building one serialises the tokenizer (~40 ms), too slow per file."""
+        key = (markdown, capacity, min(overlap, capacity - 1))
+        if key not in self._splitters:
+            kind = MarkdownSplitter if markdown else TextSplitter
+            self._splitters[key] = kind.from_huggingface_tokenizer(
+                self.tokenizer, capacity=key[1], overlap=key[2]
+            )
+        return self._splitters[key]
 
 
 class Packer:
@@ -73,10 +82,7 @@ class Packer:
         self.counter = counter
         self.budget = max_tokens - SPECIAL_TOKENS
         self.overlap = overlap
-        splitter = MarkdownSplitter if markdown else TextSplitter
-        self.splitter = splitter.from_huggingface_tokenizer(
-            counter.tokenizer, capacity=self.budget, overlap=overlap
-        )
+        self.markdown = markdown
         self.ordinal = first_ordinal
         self.open: list[Unit] = []
         self.open_tokens = 0
@@ -157,12 +163,7 @@ class Packer:
         return chunks
 
     def _pieces(self, text: str, capacity: int) -> list[str]:
-        splitter = self.splitter
-        if capacity != self.budget:
-            kind = type(self.splitter)
-            splitter = kind.from_huggingface_tokenizer(
-                self.counter.tokenizer, capacity=capacity, overlap=min(self.overlap, capacity - 1)
-            )
+        splitter = self.counter.splitter(self.markdown, capacity, self.overlap)
         pieces: list[str] = []
         for piece in splitter.chunks(text):
             pieces.extend(self._enforce(piece, capacity))

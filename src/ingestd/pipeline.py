@@ -53,7 +53,7 @@ from ingestd.system import release_memory, rss_mb
 log = get_logger("ingestd.pipeline")
 T = TypeVar("T")
 BIG_LINE = 64 * 1024  # lines above this are parsed and tokenised off the event loop
-TRIM_INTERVAL = 2.0  # gc + malloc_trim after a file, at most this often (and after big files)
+TRIM_INTERVAL = 5.0  # gc + malloc_trim after a file, at most this often (and after big files)
 Redactor = Callable[[str], tuple[str, int]]
 
 
