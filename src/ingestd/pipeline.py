@@ -293,9 +293,9 @@ class Pipeline:
             self.settings.max_line_bytes,
         ):
             if line.data is not None and len(line.data) > BIG_LINE:
-                units, chunks = await asyncio.to_thread(self._parse_and_pack, parser, packer, line)
+                chunks = await asyncio.to_thread(self._parse_and_pack, parser, packer, line)
             else:
-                units, chunks = self._parse_and_pack(parser, packer, line)
+                chunks = self._parse_and_pack(parser, packer, line)
             for chunk in chunks:
                 await self._emit(job, chunk)
             for issue in parser.issues[reported:]:
@@ -308,13 +308,9 @@ class Pipeline:
         job.counts.update(parser.counts)
         return consumed
 
-    def _parse_and_pack(
-        self, parser: TranscriptParser, packer: Packer, line: Line
-    ) -> tuple[int, list[Chunk]]:
+    def _parse_and_pack(self, parser: TranscriptParser, packer: Packer, line: Line) -> list[Chunk]:
         unit = parser.parse(line)
-        if unit is None:
-            return 0, []
-        return 1, packer.feed(self._redact(unit))
+        return [] if unit is None else packer.feed(self._redact(unit))
 
     async def _read_document(self, job: FileJob, packer: Packer, suffix: str) -> int:
         target, record = job.target, job.record
@@ -680,7 +676,9 @@ class Pipeline:
                 elif job.redactions or record.redactions:
                     # A resumed pass re-counts its re-opened chunk: ask Qdrant for the true total.
                     record.redactions = await self._with_store_retry(
-                        "count", [job.key], lambda: self.store.file_total(job.target.kind, job.key, "redactions")
+                        "count",
+                        [job.key],
+                        lambda: self.store.file_total(job.target.kind, job.key, "redactions"),
                     )
                 self.state.put(job.key, record)
                 self._finish(job, "done", None)
@@ -754,7 +752,8 @@ class Pipeline:
         except OSError:
             return
         if now != job.record.signature():
-            log.warning(
+            # Normal for a live transcript (it is appended to while read), worth a warning otherwise.
+            (log.debug if job.target.kind == "conversations" else log.warning)(
                 "file.changed_while_reading",
                 path=job.key,
                 kind=job.target.kind,
