@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import json
 import os
-from collections.abc import AsyncIterator, Iterator
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
 from ingestd.engine import Engine
 from ingestd.logs import configure_logging
+from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / "state" / "models"  # the model assembled by `make install`, shared by tests
 
 configure_logging("WARNING", "json")
+
+Events = Callable[[], list[dict[str, Any]]]
 
 
 def make_settings(tmp: Path, **overrides: Any) -> Settings:
@@ -95,6 +107,9 @@ class CountingProvider(EmbeddingProvider):
     async def embed_query(self, text: str) -> list[float]:
         return await self.inner.embed_query(text)
 
+    async def unload(self) -> None:
+        await self.inner.unload()  # the shared model loads again on its next use
+
     async def close(self) -> None:  # the shared model outlives each test
         return None
 
@@ -111,3 +126,99 @@ async def engine(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[En
     await engine.open("test")
     yield engine
     await engine.close()
+
+
+async def ingest(engine: Engine, path: Path, limit_s: float | None = None) -> Outcome:
+    """Submit one file and wait (at most `limit_s` seconds, when given) for its outcome."""
+    result = await engine.submit(path)
+    if isinstance(result, FileJob):
+        await asyncio.wait_for(result.done.wait(), limit_s)
+        assert result.outcome is not None
+        return result.outcome
+    assert result is not None
+    return result
+
+
+async def until(condition: Callable[[], Any], limit_s: float = 60.0, step: float = 0.05) -> Any:
+    """Poll `condition` (plain or async) until it returns something true, and return that."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(step)
+
+
+@contextlib.contextmanager
+def captured_logs(level: str) -> Iterator[list[MutableMapping[str, Any]]]:
+    """structlog's events at `level` and above, as dictionaries; WARNING again afterwards."""
+    configure_logging(level, "json")
+    with structlog.testing.capture_logs() as captured:
+        yield captured
+    configure_logging("WARNING", "json")
+
+
+@pytest.fixture
+def events(capsys: pytest.CaptureFixture[str]) -> Iterator[Events]:
+    """The JSON log lines printed so far at INFO and above (each call reads what is new)."""
+    configure_logging("INFO", "json")
+    seen: list[dict[str, Any]] = []
+
+    def read() -> list[dict[str, Any]]:
+        for line in capsys.readouterr().out.splitlines():
+            if line.startswith("{"):
+                seen.append(json.loads(line))
+        return seen
+
+    yield read
+    configure_logging("WARNING", "json")
+
+
+# --- `python -m ingestd` in a subprocess -------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def subprocess_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment for the CLI: watched folders tmp_path/conv and tmp_path/docs (created),
+    state in tmp_path/state, the shared model, any free port, JSON logs; `extra` adds or overrides."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
+    env.update(
+        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
+        DOCUMENTS_DIRS=str(tmp_path / "docs"),
+        STATE_DIR=str(tmp_path / "state"),
+        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
+        HEALTH_PORT="0",
+        LOG_FORMAT="json",
+        PROGRESS_LOG_SECONDS="0",
+    )
+    env.update(extra)
+    for name in ("CONVERSATIONS_DIRS", "DOCUMENTS_DIRS"):
+        Path(env[name]).mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def run_cli(
+    env: dict[str, str], *args: str, cwd: Path, timeout: float = 180, **options: Any
+) -> subprocess.CompletedProcess[str]:
+    """`python -m ingestd ARGS` to completion, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "ingestd", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **options,
+    )
+
+
+def start_cli(env: dict[str, str], *args: str, cwd: Path, **options: Any) -> subprocess.Popen[Any]:
+    """`python -m ingestd ARGS` started in the background (`options` go to Popen)."""
+    return subprocess.Popen([sys.executable, "-m", "ingestd", *args], env=env, cwd=cwd, **options)

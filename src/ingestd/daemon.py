@@ -27,6 +27,7 @@ from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.daemon")
+MEMORY_CHECK_SECONDS = 5.0
 SHUTDOWN_GRACE = 7.0  # seconds for the in-flight batch before it is abandoned (10 s budget)
 HEALTH_PING_TIMEOUT = 3.0  # seconds; the container's health check gives up after 5
 
@@ -51,6 +52,8 @@ class Daemon:
             self._actions(),
         )
         self.stopping = asyncio.Event()
+        self.intake = asyncio.Event()  # cleared while memory is being recovered
+        self.intake.set()
         self.ready = asyncio.Event()
         self._tasks: list[asyncio.Task[Any]] = []
         self._busy_since: float | None = None
@@ -101,6 +104,7 @@ class Daemon:
                 asyncio.create_task(self._reconcile_loop(), name="reconcile"),
                 asyncio.create_task(self._progress_loop(), name="progress"),
                 asyncio.create_task(self._idle_loop(), name="idle-unload"),
+                asyncio.create_task(self._memory_loop(), name="memory"),
             ]
             self.ready.set()
             log.info(
@@ -158,6 +162,7 @@ class Daemon:
     # --- work ----------------------------------------------------------------------------
     async def _reader(self, _: int) -> None:
         while True:
+            await self.intake.wait()
             path = await self.queue.get()
             self._busy_since = self._busy_since or time.monotonic()
             try:
@@ -233,24 +238,32 @@ class Daemon:
                 )
                 last_beat = now
             last_chunks, last_files, last_tick = chunks, files, now
-            await self._check_memory()
 
     def _files_finished(self) -> int:
         """Files that reached an outcome (done, skipped, failed, quarantined, …)."""
         totals = self.engine.pipeline.totals
         return sum(count for status, count in totals.items() if status != "chunks_embedded")
 
+    async def _memory_loop(self) -> None:
+        while True:
+            await asyncio.sleep(MEMORY_CHECK_SECONDS)
+            await self._check_memory()
+
     async def _check_memory(self) -> None:
+        """Above OPERATIONAL_MEMORY_MB: pause intake, trim; recycle the model only if that fails."""
         limit = self.settings.operational_memory_mb
         if rss_mb() <= limit:
             return
+        self.intake.clear()
         before = rss_mb()
         await asyncio.to_thread(release_memory)
         after = rss_mb()
         action = "trimmed"
         if after > limit and self.engine.provider.loaded:
+            # Runs on the embedding thread after the batch in progress, so no call is cut short.
             await self.engine.provider.unload()
             after, action = rss_mb(), "model recycled"
+        self.intake.set()
         log.warning(
             "memory.high",
             path=str(self.settings.state_dir),

@@ -1,0 +1,62 @@
+"""Memory discipline in the running daemon: idle unload, and the OPERATIONAL_MEMORY_MB guard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from conftest import CountingProvider, make_settings
+from generators import write_transcript
+from ingestd.daemon import Daemon
+from ingestd.engine import Engine
+from ingestd.logs import configure_logging
+
+
+async def run_until(daemon: Daemon, condition: Any, limit: float = 60.0) -> None:
+    task = asyncio.create_task(daemon.run())
+    try:
+        await asyncio.wait_for(daemon.ready.wait(), 60)
+        deadline = time.monotonic() + limit
+        while not condition():
+            assert time.monotonic() < deadline, "condition not met in time"
+            await asyncio.sleep(0.1)
+    finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+
+
+async def test_idle_model_is_unloaded(tmp_path: Path, counting: CountingProvider) -> None:
+    settings = make_settings(tmp_path, embed_idle_unload_seconds=1.0)
+    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=1, exchanges=2)
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+    configure_logging("INFO", "json")  # model.unloaded is an info event
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await run_until(daemon, lambda: any(e["event"] == "model.unloaded" for e in logs))
+    finally:
+        configure_logging("WARNING", "json")
+    assert counting.texts, "the file was embedded first"
+    assert not counting.loaded
+    event = next(e for e in logs if e["event"] == "model.unloaded")
+    assert event["outcome"] == "unloaded" and event["rss_mb"] > 0
+
+
+async def test_memory_over_the_limit_pauses_trims_and_recycles(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    settings = make_settings(tmp_path, operational_memory_mb=64)  # below any real RSS: always over
+    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=2, exchanges=2)
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+    logs: list[MutableMapping[str, Any]]
+    with structlog.testing.capture_logs() as logs:
+        await run_until(daemon, lambda: any(e["event"] == "memory.high" for e in logs) and counting.texts)
+    event = next(e for e in logs if e["event"] == "memory.high")
+    assert event["limit_mb"] == 64 and event["outcome"] in ("trimmed", "model recycled")
+    assert daemon.intake.is_set(), "intake resumes after the check"
+    record = daemon.engine.state.get(str(settings.conversations_dirs[0] / "p" / "s.jsonl"))
+    assert record is not None and record.status == "done"
