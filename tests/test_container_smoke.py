@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,18 +19,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from containerfiles import REPO, compose_environment, compose_volumes, container_command, runtime_stage
+from conftest import MODEL_CACHE, free_port
+from containerfiles import compose_environment, compose_volumes, container_command, runtime_stage
 from generators import markdown_document, write_transcript
 from ingestd.settings import Settings
 
 BIN = Path(sys.executable).parent
-MODEL_CACHE = REPO / "state" / "models"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def container_env(tmp: Path) -> tuple[dict[str, str], dict[str, Path]]:

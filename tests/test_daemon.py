@@ -4,32 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from conftest import MODEL_CACHE, CountingProvider, make_settings
+from conftest import CountingProvider, make_settings, run_cli, start_cli, subprocess_env, until
 from generators import ClaudeSession, dump, markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-async def wait_for(condition, limit: float = 30.0, step: float = 0.1):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        value = await condition()
-        if value:
-            return value
-        await asyncio.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -54,15 +40,15 @@ async def test_dropped_files_become_searchable(daemon: Daemon) -> None:
         hits = await daemon.engine.search(query, None, None, 3)
         return any(hit["path"] == str(path) for hit in hits)
 
-    await wait_for(lambda: found("router reboots after kernel panic", doc))
-    await wait_for(lambda: found("flaky test", transcript))
+    await until(lambda: found("router reboots after kernel panic", doc), limit_s=30, step=0.1)
+    await until(lambda: found("flaky test", transcript), limit_s=30, step=0.1)
     # A live session appends; the new message becomes searchable too.
     with transcript.open("ab") as handle:
         handle.write(dump([session.user("Why does the zebra crossing sensor drift at dusk?")]))
-    await wait_for(lambda: found("zebra crossing sensor drift", transcript))
+    await until(lambda: found("zebra crossing sensor drift", transcript), limit_s=30, step=0.1)
     # Deleting the document purges it.
     doc.unlink()
-    await wait_for(lambda: _count(daemon, "documents", doc), limit=30)
+    await until(lambda: _count(daemon, "documents", doc), limit_s=30, step=0.1)
     health = await daemon.health_report()
     assert health["status"] == "ok" and health["store_reachable"] is True
 
@@ -76,7 +62,7 @@ async def test_reconcile_catches_what_events_missed(daemon: Daemon) -> None:
     await asyncio.sleep(0.3)
     doc = daemon.settings.documents_dirs[0] / "quiet.md"
     doc.write_text(markdown_document(5, 2))
-    await wait_for(lambda: _present(daemon, doc), limit=30)
+    await until(lambda: _present(daemon, doc), limit_s=30, step=0.1)
 
 
 async def _present(daemon: Daemon, path: Path) -> bool:
@@ -84,74 +70,40 @@ async def _present(daemon: Daemon, path: Path) -> bool:
     return record is not None and record.status == "done"
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
-        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
-        DOCUMENTS_DIRS=str(tmp_path / "docs"),
-        STATE_DIR=str(tmp_path / "state"),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        PROGRESS_LOG_SECONDS="0",
-    )
-    (tmp_path / "conv").mkdir(exist_ok=True)
-    (tmp_path / "docs").mkdir(exist_ok=True)
-    return env
-
-
-def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-
-
 def test_cli_import_status_search_forget_without_daemon(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = subprocess_env(tmp_path)
     write_transcript(tmp_path / "conv" / "proj" / "a.jsonl", seed=31, exchanges=3)
     (tmp_path / "docs" / "readme.md").write_text(
         "# Lighthouse\n\nThe lighthouse keeper logs the fog horn schedule.\n"
     )
     (tmp_path / "docs" / "bad.md").write_bytes(b"\x00\x01\x02binary")
-    result = _cli(env, "import", cwd=tmp_path)
+    result = run_cli(env, "import", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "imported 2 files" in result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert {e["outcome"] for e in events if e["event"] == "file.ingested"} == {"done"}
     assert all("path" in e and "outcome" in e for e in events)
 
-    status = _cli(env, "status", "--json", cwd=tmp_path)
+    status = run_cli(env, "status", "--json", cwd=tmp_path)
     body = json.loads(status.stdout)
     assert body["files"] == {"done": 2, "skipped": 1}
     assert body["problems"]["skipped"][0]["reason"].startswith("binary file")
     assert all(count and count > 0 for count in body["points"].values())
 
-    search = _cli(env, "search", "fog horn schedule", "--kind", "documents", "-k", "1", cwd=tmp_path)
+    search = run_cli(env, "search", "fog horn schedule", "--kind", "documents", "-k", "1", cwd=tmp_path)
     assert search.returncode == 0 and "readme.md" in search.stdout and "lighthouse keeper" in search.stdout
-    conv = _cli(env, "search", "flaky test", "--project", "proj", "--json", cwd=tmp_path)
+    conv = run_cli(env, "search", "flaky test", "--project", "proj", "--json", cwd=tmp_path)
     assert json.loads(conv.stdout)["hits"][0]["project"] == "proj"
 
-    forget = _cli(env, "forget", str(tmp_path / "docs" / "readme.md"), cwd=tmp_path)
+    forget = run_cli(env, "forget", str(tmp_path / "docs" / "readme.md"), cwd=tmp_path)
     assert forget.returncode == 0, forget.stderr
-    again = _cli(env, "search", "fog horn schedule", "--kind", "documents", "--json", cwd=tmp_path)
+    again = run_cli(env, "search", "fog horn schedule", "--kind", "documents", "--json", cwd=tmp_path)
     assert all(not h["path"].endswith("readme.md") for h in json.loads(again.stdout)["hits"])
 
 
 def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "ingestd", "run"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = subprocess_env(tmp_path)
+    daemon = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         info = tmp_path / "state" / "daemon.json"
         deadline = time.monotonic() + 60
@@ -164,12 +116,12 @@ def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> No
         deadline = time.monotonic() + 60
         hits: list[dict[str, object]] = []
         while time.monotonic() < deadline:
-            out = _cli(env, "search", "flaky test", "--json", cwd=tmp_path)
+            out = run_cli(env, "search", "flaky test", "--json", cwd=tmp_path)
             if out.returncode == 0 and (hits := json.loads(out.stdout)["hits"]):
                 break
             time.sleep(0.5)
         assert hits and hits[0]["path"] == str(path)
-        status = json.loads(_cli(env, "status", "--json", cwd=tmp_path).stdout)
+        status = json.loads(run_cli(env, "status", "--json", cwd=tmp_path).stdout)
         assert status["files"].get("done") == 1
         started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)

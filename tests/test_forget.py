@@ -6,19 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ingest
 from generators import dump, write_transcript
 from ingestd.engine import Engine
-from ingestd.pipeline import FileJob, Outcome
-
-
-async def ingest(engine: Engine, path: Path) -> Outcome:
-    result = await engine.submit(path)
-    if isinstance(result, FileJob):
-        await result.done.wait()
-        assert result.outcome is not None
-        return result.outcome
-    assert result is not None
-    return result
 
 
 async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: Engine) -> None:

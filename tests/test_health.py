@@ -3,37 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
-import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import CountingProvider, make_settings
+from conftest import CountingProvider, captured_logs, make_settings, until
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
-from ingestd.logs import configure_logging
-
-
-async def until(condition: Callable[[], bool], limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture
 def logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    configure_logging("INFO", "json")
-    with structlog.testing.capture_logs() as captured:
+    with captured_logs("INFO") as captured:
         yield captured
-    configure_logging("WARNING", "json")
 
 
 async def start(

@@ -12,10 +12,9 @@ import ctypes
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +22,12 @@ import psutil
 import pytest
 
 import ingestd.pipeline
-from conftest import MODEL_CACHE, CountingProvider, make_settings
+from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from hostile_corpus import KINDS, MB, Kind, Options, build, permission_denied, swap_body
 from ingestd.engine import Engine
-from ingestd.logs import configure_logging
 from ingestd.pipeline import FileJob, Outcome
 
-REPO = Path(__file__).resolve().parent.parent
 FILE_EVENTS = ("file.ingested", "file.skipped", "file.failed", "file.quarantined", "file.deleted")
 RSS_CEILING_MB = 1024  # OPERATIONAL_MEMORY_MB's default: the model, ONNX arenas, bounded buffers
 
@@ -40,21 +37,6 @@ _CONTROL_TEXTS: dict[str, list[tuple[int, str]]] = {}  # the controls never chan
 
 def _cases() -> list[Any]:
     return [pytest.param(kind, id=kind.name) for kind in KINDS]
-
-
-@pytest.fixture
-def events(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dict[str, Any]]]]:
-    configure_logging("INFO", "json")
-    seen: list[dict[str, Any]] = []
-
-    def read() -> list[dict[str, Any]]:
-        for line in capsys.readouterr().out.splitlines():
-            if line.startswith("{"):
-                seen.append(json.loads(line))
-        return seen
-
-    yield read
-    configure_logging("WARNING", "json")
 
 
 async def _settle(result: FileJob | Outcome | None) -> Outcome | None:
@@ -117,7 +99,7 @@ async def test_hostile_kind(
     tmp_path: Path,
     counting: CountingProvider,
     monkeypatch: pytest.MonkeyPatch,
-    events: Callable[[], list[dict[str, Any]]],
+    events: Events,
 ) -> None:
     if kind.name == "permission_denied" and os.geteuid() == 0:
         _permission_denied_as_root(tmp_path)
@@ -136,7 +118,7 @@ async def _run_kind(
     engine: Engine,
     kind: Kind,
     monkeypatch: pytest.MonkeyPatch,
-    events: Callable[[], list[dict[str, Any]]],
+    events: Events,
 ) -> None:
     watch = engine.settings.documents_dirs[0].parent
     options = Options(tiny_files=10_000, big_bytes=100 * MB)
@@ -270,15 +252,8 @@ def _permission_denied_as_root(tmp_path: Path) -> None:
         folder.mkdir()
     (docs / "readable.md").write_text("# Open\n\nEveryone may read this note about herons.\n")
     locked = permission_denied(docs, Options())
-    result = subprocess.run(
-        [sys.executable, "-m", "ingestd", "import"],
-        env=_subprocess_env(conv, docs, state),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=180,
-        preexec_fn=_drop_dac_capabilities,
-    )
+    env = subprocess_env(tmp_path, HOME=str(state))
+    result = run_cli(env, "import", cwd=tmp_path, preexec_fn=_drop_dac_capabilities)
     logged = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
     assert result.returncode in (0, 1), result.stderr[-2000:]  # not a crash
     assert "imported 1 files" in result.stderr, result.stderr[-2000:]
@@ -292,34 +267,19 @@ def _permission_denied_as_root(tmp_path: Path) -> None:
     assert body["files"][str(docs / "readable.md")]["status"] == "done"
 
 
-def _subprocess_env(conv: Path, docs: Path, state: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
-        CONVERSATIONS_DIRS=str(conv),
-        DOCUMENTS_DIRS=str(docs),
-        STATE_DIR=str(state),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        PROGRESS_LOG_SECONDS="0",
-        HOME=str(state),
-    )
-    return env
-
-
 def test_rss_stays_bounded_over_the_whole_corpus(tmp_path: Path) -> None:
     """`ingestd import` over every kind at once, its RSS sampled from outside."""
     corpus = tmp_path / "corpus"
     build(corpus, Options(tiny_files=200, big_bytes=100 * MB))
     state = tmp_path / "state"
-    env = _subprocess_env(corpus / "conversations", corpus / "documents", state)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingestd", "import"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    env = subprocess_env(
+        tmp_path,
+        CONVERSATIONS_DIRS=str(corpus / "conversations"),
+        DOCUMENTS_DIRS=str(corpus / "documents"),
+        STATE_DIR=str(state),
+        HOME=str(state),
     )
+    process = start_cli(env, "import", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     peak = [0.0]
     done = threading.Event()
 

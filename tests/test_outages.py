@@ -9,55 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import MODEL_CACHE, CountingProvider, make_settings
+from conftest import (
+    CountingProvider,
+    Events,
+    free_port,
+    make_settings,
+    run_cli,
+    start_cli,
+    subprocess_env,
+    until,
+)
 from generators import markdown_document, write_transcript
 from ingestd.embedding import EmbeddingError
 from ingestd.engine import Engine
-from ingestd.logs import configure_logging
 from ingestd.pipeline import FileJob
-
-Events = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def events(capsys: pytest.CaptureFixture[str]) -> Iterator[Events]:
-    configure_logging("INFO", "json")
-    seen: list[dict[str, Any]] = []
-
-    def read() -> list[dict[str, Any]]:
-        for line in capsys.readouterr().out.splitlines():
-            if line.startswith("{"):
-                seen.append(json.loads(line))
-        return seen
-
-    yield read
-    configure_logging("WARNING", "json")
-
-
-async def poll(condition: Callable[[], Awaitable[bool] | bool], within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 class StoreFaults:
@@ -120,7 +95,7 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
     def retried(times: int) -> bool:
         return sum(1 for e in events() if e["event"] == "store.retry" and e["operation"] == "upsert") >= times
 
-    await poll(lambda: retried(8))
+    await until(lambda: retried(8))
     # While it is down: status is truthful, nothing advanced, nothing crashed.
     assert engine.pipeline.store_available is False
     status = await engine.status()
@@ -251,28 +226,12 @@ async def test_embedding_failure_quarantines_only_the_culprit(
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
+    """The CLI's environment on make_settings' folders (tmp_path/watch/…)."""
+    return subprocess_env(
+        tmp_path,
         CONVERSATIONS_DIRS=str(tmp_path / "watch" / "conversations"),
         DOCUMENTS_DIRS=str(tmp_path / "watch" / "documents"),
-        STATE_DIR=str(tmp_path / "state"),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        PROGRESS_LOG_SECONDS="0",
-    )
-    env.update(extra)
-    return env
-
-
-def _cli(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ingestd", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=180,
+        **extra,
     )
 
 
@@ -289,24 +248,18 @@ async def test_retry_cli_requeues_a_quarantined_file(tmp_path: Path, counting: C
     await engine.close()
 
     env = _env(tmp_path)
-    status = json.loads((await asyncio.to_thread(_cli, env, "status", "--json", cwd=tmp_path)).stdout)
+    status = json.loads((await asyncio.to_thread(run_cli, env, "status", "--json", cwd=tmp_path)).stdout)
     assert [entry["path"] for entry in status["problems"]["quarantined"]] == [str(poison)]
-    retried = await asyncio.to_thread(_cli, env, "retry", cwd=tmp_path)
+    retried = await asyncio.to_thread(run_cli, env, "retry", cwd=tmp_path)
     assert retried.returncode == 0, retried.stderr
     assert json.loads(retried.stdout)["retried"] == [str(poison)]
-    imported = await asyncio.to_thread(_cli, env, "import", cwd=tmp_path)  # the model is healthy now
+    imported = await asyncio.to_thread(run_cli, env, "import", cwd=tmp_path)  # the model is healthy now
     assert imported.returncode == 0, imported.stderr
     body = json.loads(settings.state_file.read_text())
     assert body["files"][str(poison)]["status"] == "done"
 
 
 # --- server mode, store unreachable ------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _get(url: str) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(url, timeout=10) as response:
@@ -316,7 +269,7 @@ def _get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_server_mode_refused_connection_waits_and_reports(tmp_path: Path) -> None:
-    refused, health_port = _free_port(), _free_port()  # nothing listens on `refused`
+    refused, health_port = free_port(), free_port()  # nothing listens on `refused`
     env = _env(
         tmp_path,
         QDRANT_URL=f"http://127.0.0.1:{refused}",
@@ -325,17 +278,8 @@ def test_server_mode_refused_connection_waits_and_reports(tmp_path: Path) -> Non
         RETRY_BACKOFF_MAX_SECONDS="0.5",
         QDRANT_TIMEOUT_SECONDS="2",
     )
-    for folder in ("conversations", "documents"):
-        (tmp_path / "watch" / folder).mkdir(parents=True)
     (tmp_path / "watch" / "documents" / "a.md").write_text("# A\n\nWaiting for the store.\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "ingestd", "run"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    process = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 90
         answer: tuple[int, dict[str, Any]] | None = None
@@ -355,7 +299,7 @@ def test_server_mode_refused_connection_waits_and_reports(tmp_path: Path) -> Non
         code, body = _get(f"http://127.0.0.1:{health_port}/health")
         assert code == 503 and body["store_reachable"] is False
         assert "store connect" in str(body["last_error"])
-        status = _cli(env, "status", "--json", cwd=tmp_path)
+        status = run_cli(env, "status", "--json", cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         report = json.loads(status.stdout)
         assert report["store"]["available"] is False

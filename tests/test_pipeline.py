@@ -8,20 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from conftest import ingest
 from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 from ingestd.engine import Engine
-from ingestd.pipeline import FileJob, Outcome
 from ingestd.store import point_id
-
-
-async def ingest(engine: Engine, path: Path) -> Outcome:
-    result = await engine.submit(path)
-    if isinstance(result, FileJob):
-        await result.done.wait()
-        assert result.outcome is not None
-        return result.outcome
-    assert result is not None
-    return result
 
 
 async def points_of(engine: Engine, kind: str, path: Path) -> dict[str, dict[str, object]]:

@@ -6,11 +6,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
-from conftest import MODEL_CACHE, CountingProvider, make_settings
+from conftest import CountingProvider, make_settings, run_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
@@ -76,31 +74,11 @@ async def test_paths_outside_the_roots_are_refused(engine: Engine, tmp_path: Pat
 
 
 def test_keys_are_redacted_in_logs_and_status(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
-        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
-        DOCUMENTS_DIRS=str(tmp_path / "docs"),
-        STATE_DIR=str(tmp_path / "state"),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        LOG_LEVEL="DEBUG",
-        QDRANT_API_KEY=QDRANT_KEY,
-        VOYAGE_API_KEY=VOYAGE_KEY,
-    )
-    (tmp_path / "conv").mkdir()
-    (tmp_path / "docs").mkdir()
+    env = subprocess_env(tmp_path, LOG_LEVEL="DEBUG", QDRANT_API_KEY=QDRANT_KEY, VOYAGE_API_KEY=VOYAGE_KEY)
     (tmp_path / "docs" / "a.md").write_text(f"# Keys\n\nA note that quotes {VOYAGE_KEY} by mistake.\n")
     outputs = []
     for args in (["import"], ["status", "--json"], ["status"], ["-v", "status"]):
-        result = subprocess.run(
-            [sys.executable, "-m", "ingestd", *args],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        result = run_cli(env, *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout + result.stderr)
     body = json.loads(outputs[1])

@@ -4,33 +4,16 @@ SIGHUP is logged and ignored (configuration is read at start-up only)."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from conftest import MODEL_CACHE
+from conftest import run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 
 FILES = 12
-
-
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
-        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
-        DOCUMENTS_DIRS=str(tmp_path / "docs"),
-        STATE_DIR=str(tmp_path / "state"),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        PROGRESS_LOG_SECONDS="0",
-        STATE_FLUSH_SECONDS="0.2",
-    )
-    return env
 
 
 def _corpus(tmp_path: Path) -> list[Path]:
@@ -47,13 +30,7 @@ def _corpus(tmp_path: Path) -> list[Path]:
 
 
 def _start(env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingestd", "run"],
-        env=env,
-        cwd=cwd,
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-    )
+    return start_cli(env, "run", cwd=cwd, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def _events(log: Path) -> list[dict[str, Any]]:
@@ -71,14 +48,7 @@ def _wait(condition: Any, timeout: float, process: subprocess.Popen[bytes]) -> N
 
 
 def _status(env: dict[str, str], cwd: Path) -> dict[str, Any]:
-    out = subprocess.run(
-        [sys.executable, "-m", "ingestd", "status", "--json"],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    out = run_cli(env, "status", "--json", cwd=cwd, timeout=120)
     assert out.returncode == 0, out.stderr
     answer: dict[str, Any] = json.loads(out.stdout)
     return answer
@@ -100,7 +70,7 @@ def _stop(process: subprocess.Popen[bytes]) -> float:
 
 
 def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp_path: Path) -> None:
-    env = _env(tmp_path)
+    env = subprocess_env(tmp_path, STATE_FLUSH_SECONDS="0.2")
     paths = _corpus(tmp_path)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     process = _start(env, tmp_path, first_log)

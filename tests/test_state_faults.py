@@ -12,38 +12,17 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import ingestd.state
-from conftest import MODEL_CACHE, CountingProvider, make_settings
+from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.engine import Engine
-from ingestd.logs import configure_logging
 from ingestd.pipeline import FileJob
 from ingestd.settings import Settings
-
-Events = Callable[[], list[dict[str, Any]]]
-
-
-@pytest.fixture
-def events(capsys: pytest.CaptureFixture[str]) -> Iterator[Events]:
-    configure_logging("INFO", "json")
-    seen: list[dict[str, Any]] = []
-
-    def read() -> list[dict[str, Any]]:
-        for line in capsys.readouterr().out.splitlines():
-            if line.startswith("{"):
-                seen.append(json.loads(line))
-        return seen
-
-    yield read
-    configure_logging("WARNING", "json")
 
 
 def _corpus(settings: Settings) -> list[Path]:
@@ -167,28 +146,9 @@ async def test_enospc_keeps_previous_state(
     assert str(doc2) in json.loads(engine.state.path.read_text())["files"]
 
 
-def _env(tmp_path: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QDRANT", "EMBED", "VOYAGE"))}
-    env.update(
-        CONVERSATIONS_DIRS=str(tmp_path / "conv"),
-        DOCUMENTS_DIRS=str(tmp_path / "docs"),
-        STATE_DIR=str(tmp_path / "state"),
-        FASTEMBED_CACHE_PATH=str(MODEL_CACHE),
-        HEALTH_PORT="0",
-        LOG_FORMAT="json",
-        PROGRESS_LOG_SECONDS="0",
-    )
-    (tmp_path / "conv").mkdir(exist_ok=True)
-    (tmp_path / "docs").mkdir(exist_ok=True)
-    return env
-
-
 def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
-    env = _env(tmp_path)
-    run = [sys.executable, "-m", "ingestd", "run"]
-    first = subprocess.Popen(
-        run, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    env = subprocess_env(tmp_path)
+    first = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         info = tmp_path / "state" / "daemon.json"
         deadline = time.monotonic() + 90
@@ -196,7 +156,7 @@ def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
             assert first.poll() is None
             time.sleep(0.1)
         announced = info.read_text()
-        second = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        second = run_cli(env, "run", cwd=tmp_path, timeout=120)
         assert second.returncode == 3, (second.returncode, second.stderr)
         assert (
             "is in use by daemon pid" in second.stderr and "one ingestd per state directory" in second.stderr
@@ -204,14 +164,7 @@ def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
         assert str(first.pid) in second.stderr
         assert first.poll() is None, "the first daemon keeps running"
         assert info.read_text() == announced, "the refused daemon must not touch daemon.json"
-        status = subprocess.run(
-            [sys.executable, "-m", "ingestd", "status", "--json"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        status = run_cli(env, "status", "--json", cwd=tmp_path, timeout=120)
         assert status.returncode == 0 and "files" in json.loads(status.stdout), status.stderr
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=15) == 0

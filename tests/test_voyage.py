@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import make_settings
+from conftest import ingest, make_settings
 from generators import dump, markdown_document, write_transcript
 from ingestd.embedding import EmbeddingError, build_provider
 from ingestd.embedding.voyage import (
@@ -27,7 +27,7 @@ from ingestd.embedding.voyage import (
     plan_batches,
 )
 from ingestd.engine import Engine
-from ingestd.pipeline import FileJob, Outcome
+from ingestd.pipeline import FileJob
 from ingestd.settings import ConfigError, Settings, load_settings
 from voyage_server import Fault, VoyageServer, vector_for
 
@@ -292,16 +292,6 @@ async def test_limiter_is_shared_by_concurrent_callers(voyage: VoyageProvider, s
 
 
 # --- through the pipeline ---------------------------------------------------------------------
-async def ingest(engine: Engine, path: Path) -> Outcome:
-    result = await engine.submit(path)
-    if isinstance(result, FileJob):
-        await asyncio.wait_for(result.done.wait(), 30)
-        assert result.outcome is not None
-        return result.outcome
-    assert result is not None
-    return result
-
-
 @pytest.fixture
 async def voyage_engine(tmp_path: Path, server: VoyageServer) -> AsyncIterator[Engine]:
     engine = Engine(voyage_settings(tmp_path, server, retry_max_attempts=2))
@@ -320,9 +310,9 @@ async def test_end_to_end_ingest_and_search(voyage_engine: Engine, server: Voyag
         handle.write(dump([session.user("The zebra quantum marmalade broke the nightly build.")]))
     doc = engine.settings.documents_dirs[0] / "notes.md"
     doc.write_text(markdown_document(2, 4))
-    outcome = await ingest(engine, path)
+    outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "done" and outcome.embedded == outcome.chunks > 0
-    assert (await ingest(engine, doc)).status == "done"
+    assert (await ingest(engine, doc, limit_s=30)).status == "done"
     hits = await engine.search("zebra quantum marmalade", None, None, 3)
     assert hits and hits[0]["path"] == str(path)
     assert "zebra quantum marmalade" in str(hits[0]["text"])
@@ -339,7 +329,7 @@ async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, s
     path = engine.settings.conversations_dirs[0] / "p" / "q.jsonl"
     write_transcript(path, seed=3, exchanges=1)
     server.always = Fault(500)
-    outcome = await ingest(engine, path)
+    outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "quarantined" and "HTTP 500" in (outcome.reason or "")
     # RETRY_MAX_ATTEMPTS=2 in the provider, times 2 passes in the pipeline: deterministic.
     assert len(server.requests) == 4
@@ -347,7 +337,7 @@ async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, s
     assert record is not None and record.status == "quarantined"
     server.always = None
     assert engine.retry() == [str(path)]
-    assert (await ingest(engine, path)).status == "done"
+    assert (await ingest(engine, path, limit_s=30)).status == "done"
 
 
 async def test_rate_limited_file_recovers(voyage_engine: Engine, server: VoyageServer) -> None:
@@ -355,7 +345,7 @@ async def test_rate_limited_file_recovers(voyage_engine: Engine, server: VoyageS
     path = engine.settings.conversations_dirs[0] / "p" / "r.jsonl"
     write_transcript(path, seed=4, exchanges=1)
     server.fail(429, times=3)  # two in the provider, then the pipeline retries the file
-    outcome = await ingest(engine, path)
+    outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "done"
     assert [r.status for r in server.requests] == [429, 429, 429, 200]
 

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import pytest
-import structlog
 
-from conftest import make_settings
-from ingestd.logs import configure_logging
+from conftest import captured_logs, make_settings, until
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
@@ -20,20 +17,10 @@ from ingestd.watcher import START_MARGIN, Watcher
 from ingestd.workqueue import WorkQueue
 
 
-async def until(condition: Callable[[], bool], limit_s: float = 20.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 @pytest.fixture
 def logs() -> Iterator[list[MutableMapping[str, Any]]]:
-    configure_logging("DEBUG", "json")
-    with structlog.testing.capture_logs() as captured:
+    with captured_logs("DEBUG") as captured:
         yield captured
-    configure_logging("WARNING", "json")
 
 
 @pytest.fixture
@@ -42,7 +29,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Watcher]:
     watcher = Watcher(settings, WorkQueue(), StateStore(settings.state_dir), metrics=Metrics())
     watcher.grace = 1.0  # the default allows 5 s for an event; the test waits for its own
     tasks = watcher.start()
-    await until(lambda: all(w.started_wall is not None for w in watcher.watches))
+    await until(lambda: all(w.started_wall is not None for w in watcher.watches), limit_s=20)
     await asyncio.sleep(START_MARGIN + 0.3)  # changes this early are not held against events
     yield watcher
     watcher.stop()
@@ -69,7 +56,7 @@ async def test_root_without_events_is_switched_to_polling(
     heard.write_text("{}\n")
     # A file made in a brand-new folder may be announced only through its folder (inotify adds
     # the folder's watch after the file is written); the check accepts either.
-    await until(lambda: str(heard) in convs.announced or str(heard.parent) in convs.announced)
+    await until(lambda: str(heard) in convs.announced or str(heard.parent) in convs.announced, limit_s=20)
     await asyncio.sleep(watcher.grace + 0.5)  # both changes are now older than the grace
 
     started_with_events = docs.started_wall
@@ -85,11 +72,11 @@ async def test_root_without_events_is_switched_to_polling(
     assert f'ingestd_watcher_mode{{ingestd_watcher_mode="polling",root="{docs.root}"}} 1.0' in exposition
     assert f'ingestd_watch_missed_events_total{{root="{docs.root}"}} 1.0' in exposition
     # Polling now finds what events did not deliver.
-    await until(lambda: docs.started_wall not in (None, started_with_events))
+    await until(lambda: docs.started_wall not in (None, started_with_events), limit_s=20)
     await asyncio.sleep(0.5)  # the poller takes its first snapshot
     later = docs.root / "later.md"
     later.write_text("# Found by polling\n")
-    await until(lambda: str(later) in docs.announced)
+    await until(lambda: str(later) in docs.announced, limit_s=20)
 
 
 async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -> None:
@@ -100,13 +87,13 @@ async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -
     watcher.grace = 1.0
     tasks = watcher.start()
     try:
-        await until(lambda: all(w.started_wall is not None for w in watcher.watches))
+        await until(lambda: all(w.started_wall is not None for w in watcher.watches), limit_s=20)
         await asyncio.sleep(START_MARGIN + 0.3)
         docs = by_kind(watcher, "documents")
         nested = docs.root / "new" / "deep"
         nested.mkdir(parents=True)
         (nested / "fresh.md").write_text("# Announced\n")
-        await until(lambda: str(docs.root / "new") in docs.announced)  # the folder that appeared
+        await until(lambda: str(docs.root / "new") in docs.announced, limit_s=20)  # the folder that appeared
         await asyncio.sleep(watcher.grace + 0.5)
         assert await watcher.reconcile() >= 2
         assert all(w.mode == "events" and w.missed == 0 for w in watcher.watches)

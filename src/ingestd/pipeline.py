@@ -752,8 +752,9 @@ class Pipeline:
         except OSError:
             return
         if now != job.record.signature():
-            # Normal for a live transcript (it is appended to while read), worth a warning otherwise.
-            (log.debug if job.target.kind == "conversations" else log.warning)(
+            # Growth is normal for a live transcript (appended to while read); anything else warns.
+            grew = job.target.kind == "conversations" and now[0] >= job.record.size
+            (log.debug if grew else log.warning)(
                 "file.changed_while_reading",
                 path=job.key,
                 kind=job.target.kind,
