@@ -33,7 +33,10 @@ LABEL org.opencontainers.image.title="ingestd" \
       org.opencontainers.image.description="Watches transcripts and documents, embeds them into Qdrant"
 
 # MALLOC_ARENA_MAX=2 keeps glibc from growing one heap arena per thread (ONNX, aiohttp, pools).
+# A fixed 128 KiB mmap threshold returns ONNX Runtime's per-batch buffers to the OS (see
+# docs/performance.md); glibc's adaptive threshold otherwise keeps them in the heap.
 ENV MALLOC_ARENA_MAX=2 \
+    MALLOC_MMAP_THRESHOLD_=131072 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PATH=/opt/venv/bin:$PATH \

@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_STAMP := state/models/all-MiniLM-L6-v2-int8/ingestd-model.json
 export MALLOC_ARENA_MAX ?= 2
+export MALLOC_MMAP_THRESHOLD_ ?= 131072
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test soak bench lint up down logs stats clean

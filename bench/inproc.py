@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus import message_texts
-from procs import MODEL_CACHE
+from procs import MODEL_CACHE, MODEL_DIR
 
 from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
@@ -83,6 +83,16 @@ async def ingest_all(engine: Engine, files: list[Path]) -> None:
     await asyncio.gather(*(one(path) for path in files))
 
 
+def count_tokens(texts: list[str]) -> int:
+    """Model tokens of the texts, [CLS] and [SEP] included, with the model's own tokenizer."""
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return sum(len(encoding.ids) for encoding in tokenizer.encode_batch(texts))
+
+
 def cache_samples(engine: Engine) -> dict[str, float]:
     """Every metric sample whose name mentions the embedding cache (empty if there is none)."""
     out: dict[str, float] = {}
@@ -122,9 +132,10 @@ async def pipeline_efficiency(
         chunks_total = int(engine.pipeline.totals["chunks_embedded"])
         await engine.close()
         texts = counting.texts
-        tokens = sum(provider.counter.count_many(texts)) + 2 * len(texts)
+        tokens = count_tokens(texts)
         rate = tokens / seconds
-        raw = await asyncio.to_thread(raw_rate, provider, texts, tokens, batch_size)
+        loop = asyncio.get_running_loop()  # the provider's own worker thread, as in the pipeline
+        raw = await loop.run_in_executor(provider._executor, raw_rate, provider, texts, tokens, batch_size)
         pipeline_rates.append(rate)
         raw_rates.append(raw)
         details.append(

@@ -242,6 +242,10 @@ def write_docs(r: dict[str, Any], rows: list[Row], bench: Path, docs: Path) -> N
         _plan_text(r),
         "",
     ]
+    notes = bench / "findings.md"  # hand-written analysis of a run, kept next to the generator
+    if notes.exists():
+        lines += notes.read_text().splitlines()
+        lines.append("")
     lines += METHOD.splitlines()
     lines.append("")
     lines += _details(r)
@@ -265,7 +269,8 @@ METHOD = """## Method
 - **1. Efficiency**: in one process, the pipeline (Engine, FILE_CONCURRENCY files at a time)
   ingests a small corpus with the real provider wrapped to record every text the model embeds;
   then FastEmbed's own `TextEmbedding.embed(texts, batch_size=32)` runs on the same loaded
-  session (same threads) over exactly those texts. Rounds alternate pipeline and raw; the
+  session, in the provider's worker thread (same ONNX threads, same malloc arena), over exactly
+  those texts. Rounds alternate pipeline and raw; the
   median ratio is reported. Tokens include [CLS]/[SEP].
 - **2. Corpus**: `ingestd import` in a subprocess, timed from spawn to exit (model load and
   Qdrant start included); peak RSS sampled every 0.25 s with psutil.
@@ -286,7 +291,8 @@ METHOD = """## Method
   returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0.
 - **8. Quality**: sentences (≥ 8 words) of 200 random user/assistant messages of the corpus;
   a query counts as found when a top-5 hit is a chunk of the same file containing the sentence.
-- **9. Sweep**: one process per setting (`bench/rawembed.py`); peak RSS is `ru_maxrss`.
+- **9. Sweep**: one process per setting (`bench/rawembed.py`); peak RSS is `ru_maxrss`. The
+  A/B table alternates arena off/on processes to cancel drifting load.
 - **10. Cache**: after the corpus import, distinct vectors in the embedding cache vs chunks
   stored.
 """
@@ -301,13 +307,27 @@ def _plan_text(r: dict[str, Any]) -> str:
         f"{k} {v.get('before', ['?'])[0]}→{v.get('after', ['?'])[0]}"
         for k, v in run.get("load_average", {}).items()
     )
+    note = [run["note"], ""] if run.get("note") else []
     return "\n".join(
-        [*parts, "", f"Durations: {durations}.", "", f"Load average (1 min) before→after: {loads}."]
+        [*parts, "", *note, f"Durations: {durations}.", "", f"Load average (1 min) before→after: {loads}."]
     )
 
 
 def _details(r: dict[str, Any]) -> list[str]:
     out: list[str] = []
+    if ab := r.get("arena_ab"):
+        out += [
+            "## Memory arena A/B (chunk 128, batch 32, alternating processes)",
+            "",
+            "| round | arena | tokens/s | peak RSS | RSS after fixed batches | load |",
+            "|---|---|---|---|---|---|",
+        ]
+        for x in ab:
+            out.append(
+                f"| {x['round']} | {'on' if x['arena'] else 'off'} | {x['tokens_per_s']} | "
+                f"{x['peak_rss_mb']} | {x['rss_after_fixed_mb']} | {x['load'][0]} |"
+            )
+        out.append("")
     if sw := r.get("sweep"):
         out += [
             "## Raw FastEmbed: chunk size × batch size × memory arena",

@@ -27,7 +27,7 @@ import sections  # noqa: E402
 from corpus import write_corpus  # noqa: E402
 from procs import load_average  # noqa: E402
 
-SECTIONS = ("sweep", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
+SECTIONS = ("sweep", "arena_ab", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
 FULL: dict[str, Any] = {
     "sweep_tokens": 4096,
     "efficiency_rounds": 3,
@@ -69,11 +69,16 @@ def main() -> int:
     parser.add_argument("--corpus-mb", type=float, help="corpus size (the issue's figure is 40)")
     parser.add_argument("--work", type=Path, default=BENCH / "work", help="scratch folder (git-ignored)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/performance.md")
+    parser.add_argument(
+        "--report-only", action="store_true", help="redo table, plots and docs from results.json"
+    )
     args = parser.parse_args()
     plan = dict(QUICK if args.quick else FULL)
     if args.corpus_mb:
         plan["corpus_mb"] = args.corpus_mb
     chosen = [s for s in args.only.split(",") if s] or list(SECTIONS)
+    if args.report_only:
+        chosen = []
     unknown = set(chosen) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -85,7 +90,7 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     results_path = BENCH / "results.json"
     results: dict[str, Any] = {}
-    if args.only and results_path.exists():
+    if (args.only or args.report_only) and results_path.exists():
         results = json.loads(results_path.read_text())  # update a previous run section by section
     results["machine"] = {
         "cpus_available": available_cpus(),
@@ -95,10 +100,11 @@ def main() -> int:
         "platform": platform.platform(),
     }
     run_info = results.setdefault("run", {})
-    run_info.update(mode="quick" if args.quick else "full", plan=plan, started=time.strftime("%F %T"))
+    if not args.report_only:
+        run_info.update(mode="quick" if args.quick else "full", plan=plan)
+        run_info.setdefault("started", time.strftime("%F %T"))
     durations: dict[str, float] = run_info.setdefault("durations_s", {})
     loads: dict[str, Any] = run_info.setdefault("load_average", {})
-    began = time.monotonic()
 
     def save() -> None:
         results_path.write_text(json.dumps(results, indent=1, default=str))
@@ -110,6 +116,8 @@ def main() -> int:
         loads[name] = {"before": load_average()}
         if name == "sweep":
             results["sweep"] = sections.sweep(plan["sweep_tokens"], available_cpus())
+        elif name == "arena_ab":
+            results["arena_ab"] = sections.arena_ab(plan["sweep_tokens"], available_cpus())
         elif name == "efficiency":
             eff_corpus = work / "efficiency" / "files"
             shutil.rmtree(eff_corpus.parent, ignore_errors=True)
@@ -155,8 +163,9 @@ def main() -> int:
         loads[name]["after"] = load_average()
         print(f"   {name}: {durations[name]} s", flush=True)
         save()
-    run_info["total_s"] = round(time.monotonic() - began, 1)
-    run_info["finished"] = time.strftime("%F %T")
+    if chosen:
+        run_info["total_s"] = round(sum(durations.values()), 1)
+        run_info["finished"] = time.strftime("%F %T")
     rows = report.summary_rows(results)
     results["summary"] = rows
     save()

@@ -136,6 +136,7 @@ def _settle(daemon: DaemonProc, quiet: float = 0.8) -> None:
 def _live_appends(daemon: DaemonProc, path: Path, session: Any, live: int, spaced: int) -> dict[str, Any]:
     tokenizer = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
     tokenizer.no_truncation()
+    tokenizer.no_padding()
     rng = random.Random(99)
     before = daemon.metrics()
     passes_before = len(daemon.events("file.ingested"))
@@ -417,4 +418,27 @@ def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
                     f"peak {row['peak_rss_mb']} MB",
                     flush=True,
                 )
+    return out
+
+
+def arena_ab(tokens: int, threads: int, rounds: int = 3) -> list[dict[str, Any]]:
+    """Arena off and on alternately at chunk 128 / batch 32 (the defaults), to cancel load drift."""
+    out = []
+    for index in range(rounds):
+        for arena in (0, 1):
+            result = subprocess.run(
+                [sys.executable, str(BENCH / "rawembed.py"), *map(str, (128, 32, arena, tokens, threads))],
+                capture_output=True,
+                text=True,
+                check=True,
+                cwd=str(BENCH),
+                env={**os.environ, "PYTHONPATH": str(BENCH)},
+            )
+            row = json.loads(result.stdout.strip().splitlines()[-1])
+            row.pop("varied_trace_mb", None)
+            row.update(round=index, load=load_average())
+            out.append(row)
+            print(
+                f"  a/b arena={arena}: {row['tokens_per_s']} tok/s, peak {row['peak_rss_mb']} MB", flush=True
+            )
     return out

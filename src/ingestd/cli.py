@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import urllib.error
@@ -21,6 +20,7 @@ from typing import Any
 from ingestd.logs import configure_logging, mask
 from ingestd.settings import ConfigError, Settings, load_settings
 from ingestd.state import StateLocked
+from ingestd.system import tune_malloc
 
 EXIT_CONFIG = 2
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    os.environ.setdefault("MALLOC_ARENA_MAX", "2")
+    tune_malloc()
     quiet = args.command in ("status", "search") and not args.verbose
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     try:

@@ -36,6 +36,7 @@ _IGNORED_TYPES = frozenset(
         "result",
     }
 )
+CLAUDE_TYPES = _IGNORED_TYPES | {"user", "assistant", "summary"}
 _FILE_KEYS = ("file_path", "notebook_path", "path")
 
 

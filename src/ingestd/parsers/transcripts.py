@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ingestd.parsers.claude import Rendered, RenderOptions, is_claude_line, render_claude
+from ingestd.parsers.claude import CLAUDE_TYPES, Rendered, RenderOptions, is_claude_line, render_claude
 from ingestd.parsers.codex import is_codex_line, render_codex
 from ingestd.parsers.units import LineIssue, Unit
 from ingestd.reader import Line
@@ -90,7 +90,7 @@ class TranscriptParser:
     def _render(self, obj: dict[str, Any]) -> Rendered | str:
         if is_codex_line(obj):
             return render_codex(obj, self.options)
-        if is_claude_line(obj) or obj.get("type") in ("user", "assistant", "summary"):
+        if is_claude_line(obj) or obj.get("type") in CLAUDE_TYPES:
             return render_claude(obj, self.options)
         if "instructions" in obj and "id" in obj:  # legacy Codex header
             return "ignored:header"
