@@ -29,7 +29,13 @@ from containerfiles import (
 from ingestd.settings import Settings
 
 BIN = Path(sys.executable).parent
-NOT_SETTINGS = {"MALLOC_ARENA_MAX", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "PATH"}
+NOT_SETTINGS = {
+    "MALLOC_ARENA_MAX",
+    "MALLOC_MMAP_THRESHOLD_",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PATH",
+}
 PINNED = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
 
 
