@@ -1,0 +1,56 @@
+"""Recall@5 on real transcripts from ../shared/corpus (opt-in; absent from a fresh clone).
+
+The generated bench corpus is built from templates whose sentences differ only in names and
+numbers, which makes it a harsh and somewhat artificial retrieval test; this measures the same
+thing on real Claude Code sessions. Writes bench/real_quality.json.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from inproc import bench_settings, ingest_all, recall_at_k
+
+from ingestd.engine import Engine
+
+HERE = Path(__file__).resolve().parent
+CORPUS = HERE.parent.parent / "shared" / "corpus" / "claude"
+
+
+async def main(limit_bytes: int = 3_000_000, queries: int = 200) -> int:
+    if not CORPUS.is_dir():
+        print("../shared/corpus is not present: nothing to measure")
+        return 0
+    work = HERE / "work" / "real-quality"
+    shutil.rmtree(work, ignore_errors=True)
+    conversations = work / "conversations"
+    total = 0
+    for source in sorted(CORPUS.rglob("*.jsonl")):
+        size = source.stat().st_size
+        if size < 20_000 or total + size > limit_bytes:
+            continue
+        target = conversations / source.parent.name / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+        total += size
+    files = sorted(conversations.rglob("*.jsonl"))
+    settings = bench_settings(work, conversations)
+    engine = Engine(settings)
+    await engine.open("bench-real-quality")
+    try:
+        await ingest_all(engine, files)
+    finally:
+        await engine.close()
+    result = await recall_at_k(settings, files, queries)
+    result.update(files=len(files), bytes=total)
+    (HERE / "real_quality.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
