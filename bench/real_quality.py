@@ -29,7 +29,11 @@ async def main(limit_bytes: int = 3_000_000, queries: int = 200) -> int:
     shutil.rmtree(work, ignore_errors=True)
     conversations = work / "conversations"
     total = 0
-    for source in sorted(CORPUS.rglob("*.jsonl")):
+    # Real sessions only: the corpus's synthetic fixtures repeat one templated message
+    # hundreds of times ("Message 487: Here's my response about logging"), which no
+    # retrieval can tell apart.
+    real = [p for p in sorted(CORPUS.rglob("*.jsonl")) if "real_projects" in p.parts or "projects" in p.parts]
+    for source in real:
         size = source.stat().st_size
         if size < 20_000 or total + size > limit_bytes:
             continue

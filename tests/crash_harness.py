@@ -250,7 +250,9 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
         [*python, "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
     report.restarts += 1
+    reader = LogReader(proc)
     try:
+        reader.ready.wait(timeout=60)
         deadline = time.monotonic() + 600
         while not run_done(crash_state, root):
             if time.monotonic() > deadline:
@@ -258,8 +260,9 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
             time.sleep(0.5)
         time.sleep(1.0)
         proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=15)
-        logs.append(out)
+        proc.wait(timeout=15)
+        reader.join(timeout=15)
+        logs.append("".join(reader.lines))
         if proc.returncode != 0:
             report.notes.append(f"final run exited {proc.returncode}")
     finally:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 import urllib.error
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ingestd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     tune_malloc()
+    if args.command == "run":
+        # Until the event loop installs its handler: a SIGTERM during start-up is still a clean
+        # stop (nothing has been committed yet), not a death by signal.
+        signal.signal(signal.SIGTERM, _exit_cleanly)
     quiet = args.command in ("status", "search") and not args.verbose
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     try:
@@ -51,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_CONFIG
         raise
     return result
+
+
+def _exit_cleanly(signum: int, _: object) -> None:
+    raise SystemExit(0)
 
 
 def _parser() -> argparse.ArgumentParser:
