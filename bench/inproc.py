@@ -165,7 +165,9 @@ async def pipeline_efficiency(
     }
 
 
-_SENTENCE = re.compile(r"(?<=[.?!])\s+")
+# A sentence ends at . ? ! or at a line break: a "sentence" running across a heading, a list
+# item or a paragraph break is not one a user would type, and no chunk need hold it whole.
+_SENTENCE = re.compile(r"(?<=[.?!])\s+|\s*\n\s*")
 
 
 def sample_queries(files: list[Path], count: int, seed: int = 11) -> list[tuple[str, str]]:
@@ -179,7 +181,7 @@ def sample_queries(files: list[Path], count: int, seed: int = 11) -> list[tuple[
         texts = message_texts(rng.choice(lines))
         if not texts:
             continue
-        sentences = [s for s in _SENTENCE.split(rng.choice(texts)) if len(s.split()) >= 8]
+        sentences = [s.strip() for s in _SENTENCE.split(rng.choice(texts)) if len(s.split()) >= 8]
         if not sentences:
             continue
         sentence = rng.choice(sentences)

@@ -86,6 +86,13 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
             _row("5. soak slope (MB / 1000 files)", s["slope_mb_per_1000_files"]),
             _row("5. soak steady RSS (MB)", s["rss_end_mb"], "≤ 300 MB", s["rss_end_mb"] <= 300),
         ]
+        if store := s.get("embedded_store"):
+            own_growth, own_end = s["own_growth_500_to_end_pct"], s["own_rss_end_mb"]
+            note = f"embedded Qdrant: {store['points']} points, {store['kb_per_point']} KB each"
+            rows += [
+                _row("5. same, less embedded store: growth (%)", own_growth, "≤ 5 %", own_growth <= 5, note),
+                _row("5. same, less embedded store: steady (MB)", own_end, "≤ 300 MB", own_end <= 300),
+            ]
     if big := r.get("large"):
         rows.append(
             _row(
@@ -97,6 +104,17 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 f"{100 * big['fraction_committed']:.1f} % committed",
             )
         )
+        if big.get("embedded_store"):
+            less = big["peak_minus_baseline_less_store_mb"]
+            rows.append(
+                _row(
+                    "6. same, less embedded store (MB)",
+                    less,
+                    "≤ 64 MB",
+                    less <= 64,
+                    f"{big['embedded_store']['points']} points held by embedded Qdrant",
+                )
+            )
     if (mm := (big or {}).get("mmap_threshold")) and big:
         rows.append(
             _row(
@@ -154,7 +172,10 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
     made = []
     if s := r.get("soak"):
         fig, ax = plt.subplots(figsize=(7, 3.5))
-        ax.plot([x[0] for x in s["samples"]], [x[1] for x in s["samples"]], marker=".")
+        ax.plot([x[0] for x in s["samples"]], [x[1] for x in s["samples"]], marker=".", label="RSS")
+        if own := s.get("own_samples"):
+            ax.plot([x[0] for x in own], [x[1] for x in own], marker=".", label="RSS less embedded Qdrant")
+            ax.legend()
         ax.set(xlabel="files ingested", ylabel="RSS (MB)", title="Soak: daemon RSS every 100 small files")
         ax.grid(alpha=0.3)
         made.append(_save(fig, out / "soak.png"))
