@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from conftest import CountingProvider, captured_logs, make_settings, until
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from voyage_server import VoyageServer
 
 
 @pytest.fixture
@@ -154,5 +156,115 @@ async def test_progress_lines_while_busy_then_only_heartbeats(
         new_beats = [e for e in logs if e["event"] == "heartbeat"][beats:]
         assert 1 <= len(new_beats) <= 4 and all(e["outcome"] == "idle" for e in new_beats)
     finally:
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+
+
+# --- /api errors ------------------------------------------------------------------------------
+async def post(daemon: Daemon, action: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    url = f"http://127.0.0.1:{daemon.health.bound_port}/api/{action}"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as response:
+        assert response.headers["Content-Type"].startswith("application/json")
+        return response.status, await response.json()
+
+
+@pytest.fixture
+async def voyage_server() -> AsyncIterator[VoyageServer]:
+    loopback = await VoyageServer().start()
+    yield loopback
+    await loopback.stop()
+
+
+async def test_search_while_voyage_refuses_the_key_is_a_503_with_the_reason(
+    tmp_path: Path, voyage_server: VoyageServer
+) -> None:
+    bad_key = "pa-WrongKey0123456789abcdef"
+    settings = make_settings(
+        tmp_path,
+        embedding_provider="voyage",
+        voyage_api_key=bad_key,
+        voyage_base_url=voyage_server.base_url,
+        health_host="127.0.0.1",
+    )
+    daemon = Daemon(settings, engine=Engine(settings))
+    await daemon.health.start()
+    try:
+        for _ in range(2):  # the refusal itself, then the halted provider answering locally
+            status, body = await post(daemon, "search", {"query": "flaky test"})
+            assert status == 503
+            assert body["error"].startswith("embedding unavailable:") and "VOYAGE_API_KEY" in body["error"]
+            assert bad_key not in body["error"]
+        assert len(voyage_server.requests) == 1
+        status, body = await post(daemon, "search", {})
+        assert status == 400, "a bad request is still the client's fault"
+    finally:
+        await daemon.health.stop()
+        await daemon.engine.close()
+
+
+@pytest.mark.filterwarnings("ignore:Failed to obtain server version")
+async def test_search_while_qdrant_is_down_is_a_503_with_the_reason(
+    tmp_path: Path, voyage_server: VoyageServer
+) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    settings = make_settings(
+        tmp_path,
+        embedding_provider="voyage",
+        voyage_api_key=voyage_server.api_key,
+        voyage_base_url=voyage_server.base_url,
+        qdrant_url=f"http://127.0.0.1:{closed}",
+        qdrant_timeout_seconds=2,
+    )
+    daemon = Daemon(settings, engine=Engine(settings))
+    await daemon.health.start()
+    try:
+        status, body = await post(daemon, "search", {"query": "flaky test"})
+        assert status == 503 and body["error"].startswith("vector store unavailable:"), body
+        # qdrant-client checks the server's version on a thread; let its warning land here.
+        await until(lambda: not any("_check_compatibility" in t.name for t in threading.enumerate()), 10)
+    finally:
+        await daemon.health.stop()
+        await daemon.engine.close()
+
+
+# --- backlog age --------------------------------------------------------------------------------
+class GatedProvider(CountingProvider):
+    """The real model, but embedding waits for the test to open the gate."""
+
+    def __init__(self, inner: CountingProvider) -> None:
+        super().__init__(inner.inner)
+        self.gate = asyncio.Event()
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        await self.gate.wait()
+        return await super().embed_documents(texts)
+
+
+async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    gated = GatedProvider(counting)
+    daemon, task = await start(tmp_path, gated)
+    try:
+        path = daemon.settings.documents_dirs[0] / "slow.md"
+        path.write_text(markdown_document(7, 2))
+        await until(lambda: str(path) in daemon.engine.pipeline.jobs and not len(daemon.queue))
+        await asyncio.sleep(1.2)
+        health = await daemon.health_report()
+        assert health["files_queued"] == 0 and health["files_in_flight"] == 1
+        assert health["oldest_pending_age_s"] >= 1.0, "an in-flight file is still backlog"
+        _, _, body = await get(daemon, "/metrics")
+        assert samples(body)["ingestd_backlog_age_seconds"][0][1] >= 1.0
+        gated.gate.set()
+        await until(lambda: (r := daemon.engine.state.get(str(path))) is not None and r.status == "done")
+        await until(lambda: not daemon.engine.pipeline.jobs)
+        assert (await daemon.health_report())["oldest_pending_age_s"] == 0.0
+        assert daemon._queued_at == {}, "finished jobs are forgotten"
+    finally:
+        gated.gate.set()
         daemon.request_stop()
         assert await asyncio.wait_for(task, 15) == 0

@@ -65,6 +65,19 @@ SHAPES = [
     ("api-key: zzTopSecretValue99", "api-key", "zzTopSecretValue99"),
     ("client_secret = 'Q2xpZW50U2VjcmV0'", "secret", "Q2xpZW50U2VjcmV0"),
     ("curl -H 'Authorization: Bearer abcdefghijklmnop1234567890'", "bearer-token", "abcdefghijklmnop12"),
+    # Authorization headers: Basic credentials, and tokens too short for the bare Bearer shape.
+    ("curl -H 'Authorization: Basic dXNlcjpwYXNzd29yZA=='", "basic-auth", "dXNlcjpwYXNzd29yZA"),
+    ("> Proxy-Authorization: basic YWRtaW46YWRtaW4=", "basic-auth", "YWRtaW46YWRtaW4"),
+    ('headers = {"Authorization": "Bearer t0k3n-xyz"}', "bearer-token", "t0k3n-xyz"),
+    ("Authorization: token ghx0123456", "token", "ghx0123456"),
+    ("SLACK_APP=xapp-1-A0123456789-1234567890123-abcdef0123456789", "slack-token", "xapp-1-A0123456789"),
+    (
+        "post to https://hooks.slack.com/services/T0ABCDEF1/B0ABCDEF2/aBcDeFgHiJkLmNoPqRsTuVwX now",
+        "slack-webhook",
+        "aBcDeFgHiJkLmNoPqRsTuVwX",
+    ),
+    ("maps?key=AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY&v=3", "google-api-key", "AIzaSyD-9tSrke72PouQMnMX"),
+    ('GEMINI = "AIzaSyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"', "google-api-key", "AIzaSyA1b2C3d4E5f6G7h8I9"),
 ]
 
 
@@ -122,6 +135,10 @@ FALSE_POSITIVES = [
     "AKIA is the prefix of AWS keys; AKIAshort is not one",
     "JWTs start with eyJ, like eyJhbGciOi",
     "-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----",
+    "Authorization: required for every call; the Authorization: Basic scheme sends base64",
+    "curl -H 'Authorization: Bearer $TOKEN' -H \"Authorization: Basic ${CREDS}\" and Bearer <token>",
+    "xapp-store is not a token, nor is xapp-1-short; AIza is the prefix of Google keys",
+    "webhooks live under https://hooks.slack.com/services/ (see the Slack docs)",
 ]
 
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
-from conftest import CountingProvider, make_settings, run_cli, subprocess_env
+from conftest import CountingProvider, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
@@ -73,18 +78,58 @@ async def test_paths_outside_the_roots_are_refused(engine: Engine, tmp_path: Pat
     assert all("vault code" not in str(p["text"]) for _, p in rows)
 
 
-def test_keys_are_redacted_in_logs_and_status(tmp_path: Path) -> None:
+def test_keys_are_redacted_in_logs_health_and_status(tmp_path: Path) -> None:
+    """Errors quote paths and server answers: a key inside one must be masked wherever it shows.
+
+    QDRANT_KEY has no known shape, so only the configured-key registry can mask it, in the
+    daemon and in a CLI that merely talks to the daemon alike. Its file names hold it here.
+    """
     env = subprocess_env(tmp_path, LOG_LEVEL="DEBUG", QDRANT_API_KEY=QDRANT_KEY, VOYAGE_API_KEY=VOYAGE_KEY)
-    (tmp_path / "docs" / "a.md").write_text(f"# Keys\n\nA note that quotes {VOYAGE_KEY} by mistake.\n")
-    outputs = []
+    docs = tmp_path / "docs"
+    (docs / "a.md").write_text(f"# Keys\n\nA note that quotes {VOYAGE_KEY} by mistake.\n")
+    outputs = _daemon_outputs(env, tmp_path, docs / f"export-{QDRANT_KEY}.pdf")
+    (docs / f"notes-{QDRANT_KEY}.pdf").write_bytes(b"not a pdf at all\n")
     for args in (["import"], ["status", "--json"], ["status"], ["-v", "status"]):
         result = run_cli(env, *args, cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout + result.stderr)
-    body = json.loads(outputs[1])
-    assert body["files"] == {"done": 1}
+    body = json.loads(outputs[-3])
+    assert body["files"] == {"done": 1, "skipped": 2}
+    assert "skipped" in outputs[-2] and "[REDACTED].pdf: not a PDF" in outputs[-2], outputs[-2]
     for text in outputs:
         assert QDRANT_KEY not in text and VOYAGE_KEY not in text
+
+
+def _daemon_outputs(env: dict[str, str], tmp_path: Path, bad: Path) -> list[str]:
+    """/health, `ingestd status` through the daemon, and the daemon's log, after `bad` failed."""
+    daemon = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        info = tmp_path / "state" / "daemon.json"
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        url = f"http://127.0.0.1:{json.loads(info.read_text())['port']}/health"
+        bad.write_bytes(b"not a pdf either\n")
+        health: dict[str, object] = {}
+        while time.monotonic() < deadline and not health.get("last_error"):
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    health = json.loads(response.read())
+            except urllib.error.HTTPError as exc:  # 503 while starting
+                health = json.loads(exc.read())
+        assert "[REDACTED].pdf: not a PDF" in str(health.get("last_error")), health
+        status = run_cli(env, "status", cwd=tmp_path)
+        assert status.returncode == 0, status.stderr
+        assert "[REDACTED].pdf: not a PDF" in status.stdout, status.stdout
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    log = daemon.stdout.read() if daemon.stdout else ""
+    assert '"event": "file.skipped"' in log
+    return [json.dumps(health), status.stdout + status.stderr, log]
 
 
 def test_http_binds_to_loopback_by_default(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from containerfiles import REPO, compose_environment
+from containerfiles import COMPOSE, REPO, compose_environment
 from ingestd import settings_doc
 from ingestd.settings import Settings
 
@@ -26,7 +26,7 @@ def test_env_example_groups_follow_the_settings_banners() -> None:
     assert set(groups) == set(Settings.model_fields), "every field sits under a banner"
     order = list(dict.fromkeys(groups[name] for name in Settings.model_fields))
     example = list(dict.fromkeys(entry.group for entry in settings_doc.parse_env_example(ENV_EXAMPLE)))
-    assert example == order
+    assert example == [*order, settings_doc.COMPOSE_GROUP], "settings' groups, then the compose-only one"
 
 
 def test_an_untouched_copy_of_env_example_changes_nothing(tmp_path: Path) -> None:
@@ -52,9 +52,48 @@ def test_compose_sets_only_setting_names() -> None:
     assert set(compose_environment()) <= names
 
 
+def test_compose_only_variables_are_listed_with_the_compose_defaults() -> None:
+    """Every ${VAR} of the compose file is a setting or in the compose-only group, and back."""
+    entries = settings_doc.parse_env_example(ENV_EXAMPLE)
+    listed = {e.name: e.value for e in entries if e.group == settings_doc.COMPOSE_GROUP}
+    used = settings_doc.compose_variables(COMPOSE)
+    settings_names = {name.upper() for name in Settings.model_fields}
+    assert {"HEALTH_HOST_PORT", "CONVERSATIONS_HOST_DIR", "DOCUMENTS_HOST_DIR", "INGESTD_UID"} <= set(listed)
+    assert set(used) - settings_names == set(listed)
+    assert all(used[name] == value for name, value in listed.items())
+    assert not set(listed) & settings_names
+
+
+def test_compose_only_drift_is_reported(tmp_path: Path) -> None:
+    text = ENV_EXAMPLE.read_text().replace("INGESTD_GID=1000\n", "")
+    text = text.replace("HEALTH_HOST_PORT=8765", "HEALTH_HOST_PORT=9000") + "# Stale.\nOLD_HOST_DIR=x\n"
+    (tmp_path / ".env.example").write_text(text)
+    (tmp_path / "docker-compose.yml").write_text(COMPOSE.read_text())
+    found = settings_doc.problems(tmp_path / ".env.example")
+    assert any(p.startswith("INGESTD_GID: used by docker-compose.yml but missing") for p in found)
+    wanted = "HEALTH_HOST_PORT: default should be written `HEALTH_HOST_PORT=8765`"
+    assert any(p.startswith(wanted) for p in found)
+    assert any(p.startswith("OLD_HOST_DIR: under 'docker compose only' but not used") for p in found)
+
+
+def test_provider_dependent_defaults_are_left_to_the_provider(tmp_path: Path) -> None:
+    """They are commented out, so a copy of .env.example set to Voyage gets Voyage's batches."""
+    entries = {e.name: e for e in settings_doc.parse_env_example(ENV_EXAMPLE)}
+    for name in Settings.PROVIDER_DEPENDENT:
+        entry = entries[name.upper()]
+        assert entry.unset and entry.value == settings_doc.default_text(Settings.model_fields[name])[0]
+    copy = tmp_path / ".env"
+    text = ENV_EXAMPLE.read_text().replace("EMBEDDING_PROVIDER=fastembed", "EMBEDDING_PROVIDER=voyage")
+    copy.write_text(text.replace("# VOYAGE_API_KEY=", "VOYAGE_API_KEY=pa-x"))
+    voyage = Settings(_env_file=copy)
+    assert voyage.embedding_model == "voyage-3.5"
+    assert (voyage.embed_batch_size, voyage.embed_batch_max_tokens) == (1000, 304_000)
+
+
 def test_check_reports_drift(tmp_path: Path) -> None:
     broken = ENV_EXAMPLE.read_text().replace("CHUNK_MAX_TOKENS=128", "CHUNK_MAX_TOKENS=100")
-    broken = broken.replace("LOG_LEVEL=INFO\n", "") + "# Not a setting.\nNOT_A_SETTING=1\n"
+    broken = broken.replace("LOG_LEVEL=INFO\n", "")
+    broken = broken.replace("LOG_FORMAT=auto\n", "LOG_FORMAT=auto\n# Not a setting.\nNOT_A_SETTING=1\n")
     (tmp_path / ".env.example").write_text(broken)
     (tmp_path / "README.md").write_text(README.read_text())
     found = settings_doc.problems(tmp_path / ".env.example")

@@ -98,6 +98,31 @@ def test_settings_validate_voyage_per_model(tmp_path: Path) -> None:
         load_settings(_env_file=None, embedding_provider="voyage")
 
 
+def test_voyage_batch_defaults_are_one_full_request(tmp_path: Path) -> None:
+    base: dict[str, Any] = {"_env_file": None, "embedding_provider": "voyage", "voyage_api_key": "pa-x"}
+    fastembed = load_settings(_env_file=None)
+    assert (fastembed.embed_batch_size, fastembed.embed_batch_max_tokens, fastembed.queue_max_chunks) == (
+        16,
+        2048,
+        256,
+    )
+    for model, cap in (("voyage-3.5", 320_000), ("voyage-3-large", 120_000), ("voyage-3.5-lite", 1_000_000)):
+        settings = load_settings(**base, embedding_model=model)
+        assert settings.embed_batch_size == MAX_TEXTS
+        assert settings.embed_batch_max_tokens == cap - MAX_TEXTS * PROMPT_OVERHEAD
+        assert settings.queue_max_chunks >= MAX_TEXTS, "the chunk queue can fill a request"
+    chosen = load_settings(**base, embed_batch_size=64, embed_batch_max_tokens=8192, queue_max_chunks=128)
+    assert (chosen.embed_batch_size, chosen.embed_batch_max_tokens, chosen.queue_max_chunks) == (
+        64,
+        8192,
+        128,
+    )
+    env_file = tmp_path / ".env"
+    env_file.write_text("EMBEDDING_PROVIDER=voyage\nVOYAGE_API_KEY=pa-x\nEMBED_BATCH_SIZE=32\n")
+    from_env = load_settings(_env_file=env_file)
+    assert (from_env.embed_batch_size, from_env.embed_batch_max_tokens) == (32, 304_000), "set means set"
+
+
 def test_identity_and_batch_planning(tmp_path: Path, server: VoyageServer) -> None:
     provider = build_provider(voyage_settings(tmp_path, server, voyage_output_dimension=512))
     assert isinstance(provider, VoyageProvider)
@@ -305,7 +330,7 @@ async def test_end_to_end_ingest_and_search(voyage_engine: Engine, server: Voyag
     assert isinstance(engine.provider, VoyageProvider)
     assert engine.store.collections["conversations"].endswith("voyage-voyage-3-5-1024")
     path = engine.settings.conversations_dirs[0] / "-home-dev-project" / "s1.jsonl"
-    session = write_transcript(path, seed=1, exchanges=6)
+    session = write_transcript(path, seed=1, exchanges=30)
     with path.open("ab") as handle:
         handle.write(dump([session.user("The zebra quantum marmalade broke the nightly build.")]))
     doc = engine.settings.documents_dirs[0] / "notes.md"
@@ -321,6 +346,36 @@ async def test_end_to_end_ingest_and_search(voyage_engine: Engine, server: Voyag
     assert server.requests[-1].input_type == "query"
     assert {r.input_type for r in server.requests[:-1]} == {"document"}
     assert all(r.status == 200 for r in server.requests)
+    sizes = [len(r.texts) for r in server.requests if r.input_type == "document"]
+    assert max(sizes) > 16, f"requests were cut to FastEmbed's batch of 16: {sizes}"
+    assert len(server.requests[0].texts) == outcome.chunks, "one request carried the whole transcript"
+    assert_within_caps(server)
+
+
+async def test_pipeline_batches_fill_requests_up_to_the_model_cap(
+    tmp_path: Path, server: VoyageServer
+) -> None:
+    """With the Voyage defaults a pipeline batch holds up to 1,000 chunks; the provider cuts it
+    into requests under voyage-3-large's 120k-token cap, each far beyond FastEmbed's 16."""
+    settings = voyage_settings(
+        tmp_path, server, embedding_model="voyage-3-large", voyage_output_dimension=256
+    )
+    assert (settings.embed_batch_size, settings.embed_batch_max_tokens) == (1000, 120_000 - 1000 * 16)
+    engine = Engine(settings)
+    await engine.open("test")
+    try:
+        doc = settings.documents_dirs[0] / "long.md"
+        doc.write_text("\n\n".join(f"Paragraph {n}. {words(60, n)}." for n in range(600)))  # no repeats
+        outcome = await ingest(engine, doc, limit_s=50)
+        assert outcome.status == "done" and outcome.chunks > 1000
+    finally:
+        await engine.close()
+    sizes = [len(r.texts) for r in server.requests]
+    assert all(r.status == 200 for r in server.requests), "no request was refused as too large"
+    assert sum(sizes) == outcome.chunks
+    assert min(sizes[:-1]) > 16 and max(sizes) <= MAX_TEXTS, sizes
+    budgets = [sum(map(estimate_tokens, r.texts)) for r in server.requests]
+    assert max(budgets) > 60_000 and all(b <= 120_000 for b in budgets), "full, and within the cap"
     assert_within_caps(server)
 
 

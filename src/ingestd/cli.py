@@ -18,12 +18,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ingestd.logs import configure_logging, mask
+from ingestd.logs import configure_logging, mask, register_secret
 from ingestd.settings import ConfigError, Settings, load_settings
 from ingestd.state import StateLocked
 from ingestd.system import tune_malloc
 
 EXIT_CONFIG = 2
+TOP_REDACTED_FILES = 10  # files listed by `ingestd status` under the redaction total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    _register_secrets(settings)
     tune_malloc()
     if args.command == "run":
         # Until the event loop installs its handler: a SIGTERM during start-up is still a clean
@@ -60,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def _exit_cleanly(signum: int, _: object) -> None:
     raise SystemExit(0)
+
+
+def _register_secrets(settings: Settings) -> None:
+    """Let `mask` know the configured keys here too: a CLI talking to a daemon opens no engine."""
+    for secret in (settings.qdrant_api_key, settings.voyage_api_key):
+        register_secret(secret.get_secret_value() if secret else None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -147,7 +155,12 @@ def _call_daemon(base: str, command: str, params: dict[str, Any]) -> dict[str, A
             answer: dict[str, Any] = json.loads(response.read())
             return answer
     except urllib.error.HTTPError as exc:
-        return {"error": exc.read().decode(errors="replace")}
+        body = exc.read().decode(errors="replace")
+        try:
+            message = json.loads(body).get("error") or body
+        except (ValueError, AttributeError):
+            message = body
+        return {"error": f"{message} (HTTP {exc.code})"}
 
 
 async def _call_locally(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -175,7 +188,7 @@ async def _call_locally(settings: Settings, command: str, params: dict[str, Any]
 
 def _print(command: str, answer: dict[str, Any], as_json: bool) -> int:
     if "error" in answer:
-        print(f"ingestd {command}: {answer['error']}", file=sys.stderr)
+        print(mask(f"ingestd {command}: {answer['error']}"), file=sys.stderr)
         return 1
     if as_json or command in ("retry", "forget"):
         print(mask(json.dumps(answer, indent=2, default=str)))
@@ -204,6 +217,7 @@ def _print_hits(hits: list[dict[str, Any]]) -> None:
 def _print_status(answer: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     console = Console(highlight=False)
     files = Table(title="files")
@@ -222,18 +236,27 @@ def _print_status(answer: dict[str, Any]) -> None:
         entries = answer["problems"].get(status) or []
         for entry in entries[:50]:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry["updated_at"]))
-            console.print(
-                f"[yellow]{status}[/yellow] {entry['path']}: {entry['reason']} "
-                f"(attempts {entry['attempts']}, {when})"
-            )
+            line = mask(f"{entry['path']}: {entry['reason']} (attempts {entry['attempts']}, {when})")
+            # Text, not markup: a path may hold brackets; soft wrap keeps each entry on one line.
+            console.print(Text.assemble((status, "yellow"), " ", line), soft_wrap=True)
         if len(entries) > 50:
             console.print(f"… and {len(entries) - 50} more {status}")
-    if answer.get("redactions"):
-        total = sum(answer["redactions"].values())
-        console.print(f"redactions: {total} in {len(answer['redactions'])} files")
+    _print_redactions(console, answer.get("redactions") or {})
     console.print(mask(f"model: {answer['model']['fingerprint']} (loaded: {answer['model']['loaded']})"))
     console.print(mask(f"store: {answer['store']['location']} (available: {answer['store']['available']})"))
-    console.print(f"state: {answer['state']['path']} ({answer['state']['files']} files)")
+    console.print(mask(f"state: {answer['state']['path']} ({answer['state']['files']} files)"))
+
+
+def _print_redactions(console: Any, redactions: dict[str, int]) -> None:
+    """The total, then the files with the most redactions (the JSON output has them all)."""
+    if not redactions:
+        return
+    console.print(f"redactions: {sum(redactions.values())} in {len(redactions)} files")
+    ranked = sorted(redactions.items(), key=lambda item: (-item[1], item[0]))
+    for path, count in ranked[:TOP_REDACTED_FILES]:
+        console.print(mask(f"  {count:>6}  {path}"), markup=False, soft_wrap=True)
+    if len(ranked) > TOP_REDACTED_FILES:
+        console.print(f"  … and {len(ranked) - TOP_REDACTED_FILES} more files (see `ingestd status --json`)")
 
 
 def _prepare_model(settings: Settings) -> int:

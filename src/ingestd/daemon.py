@@ -19,7 +19,7 @@ from typing import Any
 
 from ingestd.engine import Engine
 from ingestd.health import HealthServer
-from ingestd.logs import get_logger
+from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
 from ingestd.system import release_memory, rss_mb
@@ -40,7 +40,7 @@ class Daemon:
         self.watcher = Watcher(settings, self.queue, self.engine.state, metrics=self.engine.metrics)
         self.engine.metrics.bind(
             files_queued=lambda: len(self.queue),
-            backlog_age=self.queue.oldest_age,
+            backlog_age=self.backlog_age,
             model_loaded=lambda: self.engine.provider.loaded,
             store_up=lambda: self.engine.pipeline.store_available,
         )
@@ -60,6 +60,8 @@ class Daemon:
         self._done_files = 0
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self._reconciles = 0
+        self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
+        self._queued_at: dict[str, tuple[FileJob, float]] = {}  # running jobs' queue times
 
     # --- run -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -163,8 +165,9 @@ class Daemon:
     async def _reader(self, _: int) -> None:
         while True:
             await self.intake.wait()
-            path = await self.queue.get()
+            path, queued_at = await self.queue.take()
             self._busy_since = self._busy_since or time.monotonic()
+            self._taken[path] = queued_at
             try:
                 result = await self.engine.submit(path)
             except asyncio.CancelledError:
@@ -174,6 +177,11 @@ class Daemon:
                     "file.error", path=str(path), error=f"{type(exc).__name__}: {exc}", outcome="failed"
                 )
                 continue
+            finally:
+                self._taken.pop(path, None)
+            if isinstance(result, FileJob) and not result.done.is_set():
+                self._prune_queued()
+                self._queued_at[result.key] = (result, min(queued_at, result.started))
             if isinstance(result, Outcome) and result.status == "busy":
                 job = self.engine.pipeline.jobs.get(result.path)
                 if job is not None and result.path not in self._requeues:
@@ -233,11 +241,33 @@ class Daemon:
                     queue=len(self.queue),
                     in_flight=len(pipeline.jobs),
                     chunk_queue=pipeline.queue.qsize(),
-                    backlog_s=round(self.queue.oldest_age(), 1),
+                    backlog_s=round(self.backlog_age(), 1),
                     rss_mb=rss_mb(),
                 )
                 last_beat = now
             last_chunks, last_files, last_tick = chunks, files, now
+
+    def backlog_age(self) -> float:
+        """Seconds since the oldest file not yet finished was queued.
+
+        The work queue alone forgets a file once a reader takes it, so a file that is being read,
+        or whose chunks wait for the embedder or the store, counted as no backlog at all.
+        """
+        now = time.monotonic()
+        running = self.engine.pipeline.jobs
+        self._prune_queued()
+        since = [queued for _, queued in self._queued_at.values()]
+        since += [job.started for key, job in running.items() if key not in self._queued_at]
+        since += self._taken.values()
+        oldest = max((now - t for t in since), default=0.0)
+        return max(self.queue.oldest_age(), oldest)
+
+    def _prune_queued(self) -> None:
+        """Forget the queue times of jobs that finished (or were replaced by a later pass)."""
+        running = self.engine.pipeline.jobs
+        for key, (job, _) in list(self._queued_at.items()):
+            if running.get(key) is not job:
+                del self._queued_at[key]
 
     def _files_finished(self) -> int:
         """Files that reached an outcome (done, skipped, failed, quarantined, …)."""
@@ -309,14 +339,14 @@ class Daemon:
             "ready": self.ready.is_set(),
             "store_reachable": store_ok,
             "model_loaded": self.engine.provider.loaded,
-            "embedding_halted": pipeline.halted,
+            "embedding_halted": _masked(pipeline.halted),
             "queue_depth": len(self.queue) + pipeline.queue.qsize(),
             "files_queued": len(self.queue),
             "chunks_queued": pipeline.queue.qsize(),
             "files_in_flight": len(pipeline.jobs),
-            "oldest_pending_age_s": round(self.queue.oldest_age(), 1),
+            "oldest_pending_age_s": round(self.backlog_age(), 1),
             "files_quarantined": quarantined,
-            "last_error": pipeline.last_error,
+            "last_error": _masked(pipeline.last_error),
             "watchers": {str(w.root): w.report() for w in self.watcher.watches},
             "watch_probe": self.watcher.probe_result.report(),
             "rss_mb": rss_mb(),
@@ -345,3 +375,8 @@ class Daemon:
             return {"forgotten": outcome.path}
 
         return {"search": search, "status": status, "retry": retry, "forget": forget}
+
+
+def _masked(text: str | None) -> str | None:
+    """Errors quote paths, URLs and server answers, any of which may hold a configured key."""
+    return None if text is None else mask(text)

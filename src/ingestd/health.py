@@ -3,17 +3,25 @@
 Embedded Qdrant allows one process per storage folder, so while the daemon runs, `ingestd
 search`, `status`, `retry` and `forget` are answered here rather than by opening the store.
 Binds to 127.0.0.1 unless HEALTH_HOST says otherwise (the container sets 0.0.0.0).
+
+An action that fails because a dependency is out (Voyage halted or unreachable, Qdrant down)
+answers 503 with a JSON `error` saying which, rather than aiohttp's bare 500: the CLI prints
+the message, and a client can tell "try later" from "bad request" (400). Messages are masked.
 """
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import httpx
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
+from qdrant_client.http.exceptions import ApiException
 
-from ingestd.logs import get_logger
+from ingestd.embedding.base import EmbeddingError
+from ingestd.logs import get_logger, mask
 
 log = get_logger("ingestd.health")
 
@@ -77,7 +85,30 @@ class HealthServer:
             params = await request.json()
         except ValueError:
             raise web.HTTPBadRequest(text="body must be JSON") from None
+        action = request.match_info["action"]
         try:
             return web.json_response(await handler(params if isinstance(params, dict) else {}))
         except (KeyError, ValueError) as exc:
-            return web.json_response({"error": str(exc)}, status=400)
+            return web.json_response({"error": mask(str(exc))}, status=400)
+        except EmbeddingError as exc:
+            return _unavailable(action, f"embedding unavailable: {exc}")
+        except _STORE_ERRORS as exc:
+            return _unavailable(action, f"vector store unavailable: {type(exc).__name__}: {exc}")
+
+
+# What Qdrant's REST client raises when the server is down, slow or refuses (the store does not
+# use gRPC); embedded Qdrant fails with OSError or sqlite3 errors.
+_STORE_ERRORS: tuple[type[BaseException], ...] = (
+    ApiException,
+    httpx.HTTPError,
+    OSError,
+    TimeoutError,
+    sqlite3.Error,
+)
+
+
+def _unavailable(action: str, message: str) -> web.Response:
+    """503 with the reason, logged once per request."""
+    text = mask(message)[:500]
+    log.warning("api.unavailable", path=f"/api/{action}", error=text, outcome="503")
+    return web.json_response({"error": text}, status=503)

@@ -7,6 +7,9 @@ transcripts are full of (git SHAs, UUIDs, base64 images). The patterns here are 
 shapes with fixed prefixes, which almost never occur by accident, plus keyword assignments and
 URLs with passwords, which need context to be told apart from prose and code.
 
+Authorization headers lose their credentials whatever the scheme (Basic is only base64 of
+`user:password`).
+
 Each match becomes a typed placeholder such as `[REDACTED:aws-access-key]`; for an assignment or
 a URL only the value goes, so `DB_PASSWORD=[REDACTED:password]` still says what was there.
 Deliberately not caught: bare 40-character AWS secret keys outside an assignment (they look
@@ -38,9 +41,11 @@ _SHAPES: list[tuple[str, re.Pattern[str]]] = [
     ("aws-access-key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}\b")),
     ("github-token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})\b")),
     ("gitlab-token", re.compile(r"\bgl(?:pat|dt|rt|ptt|soat)-" + _B64URL + r"{20,}")),
-    ("slack-token", re.compile(r"\bxox[abprs]-[A-Za-z0-9\-]{10,}")),
+    ("slack-token", re.compile(r"\b(?:xox[abprs]-[A-Za-z0-9\-]{10,}|xapp-\d-[A-Za-z0-9\-]{10,})")),
     ("slack-webhook", re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_\-]{20,}")),
     ("anthropic-key", re.compile(r"\bsk-ant-" + _B64URL + r"{20,}")),
+    # Google API keys (Maps, Gemini, Firebase, …): AIza and exactly 35 more characters.
+    ("google-api-key", re.compile(r"\bAIza" + _B64URL + r"{35}(?!" + _B64URL + ")")),
     # OpenAI and Voyage keys are mixed-case with digits; kebab-case words are not.
     (
         "openai-key",
@@ -63,7 +68,15 @@ _AWS_SECRET = re.compile(
     r"(?P<value>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"
 )
 
-# Bearer tokens in headers and curl commands.
+# Authorization headers (and curl's -H) with a Basic, Bearer or Token scheme: the credentials
+# go, the header name and scheme stay. A scheme is required, so "Authorization: required"
+# stays, and the value needs a digit or a base64 symbol, so prose ("…: Basic scheme") stays too.
+_AUTH_HEADER = re.compile(
+    r"(?P<head>\b(?i:(?:proxy-)?authorization)[\"']?\s*[:=]\s*[\"']?(?P<scheme>(?i:basic|bearer|token))\s+)"
+    r"(?P<value>(?=[A-Za-z0-9._~\-]*[0-9+/=])[A-Za-z0-9._~+/\-]{6,}=*)"
+)
+
+# Bearer tokens elsewhere (SDK calls, logs).
 _BEARER = re.compile(r"(?P<head>\b[Bb]earer\s+)(?P<value>[A-Za-z0-9._~+/\-]{16,}=*)")
 
 # key = value, key: value, "key": "value". The key must END in a secret word, so `max_tokens`
@@ -119,7 +132,12 @@ def redact(text: str) -> tuple[str, int]:
     for kind, pattern in _SHAPES:
         text, count = pattern.subn(PLACEHOLDER.format(kind), text)
         total += count
-    for pattern, namer in ((_AWS_SECRET, _aws_secret), (_URL_CREDENTIALS, _password), (_BEARER, _bearer)):
+    for pattern, namer in (
+        (_AWS_SECRET, _aws_secret),
+        (_URL_CREDENTIALS, _password),
+        (_AUTH_HEADER, _auth_scheme),
+        (_BEARER, _bearer),
+    ):
         text, count = _replace_values(pattern, text, namer)
         total += count
     text, count = _replace_assignments(text)
@@ -136,6 +154,10 @@ def _aws_secret(_: re.Match[str]) -> str:
 
 def _bearer(_: re.Match[str]) -> str:
     return "bearer-token"
+
+
+def _auth_scheme(match: re.Match[str]) -> str:
+    return {"basic": "basic-auth", "bearer": "bearer-token"}.get(match["scheme"].lower(), "token")
 
 
 def _replace_values(

@@ -8,7 +8,7 @@ an existing `.env` for Qdrant or FastEmbed tools keeps working. Every field here
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -31,6 +31,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+    # Defaults that differ per provider (see _apply_voyage_defaults): `.env.example` shows them
+    # commented out, since a copy that set them would pin FastEmbed's values for Voyage too.
+    PROVIDER_DEPENDENT: ClassVar[frozenset[str]] = frozenset(
+        {"embedding_model", "embed_batch_size", "embed_batch_max_tokens", "queue_max_chunks"}
     )
 
     # --- folders -------------------------------------------------------------------------
@@ -57,7 +62,8 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(default=0, ge=0)
     thread_pool_workers: int = Field(default=1, ge=1, le=16)
     # Measured (docs/performance.md): batch 16 is as fast as 32 or 64 at 128-token chunks and
-    # halves the per-call memory peak, which follows batch x longest chunk.
+    # halves the per-call memory peak, which follows batch x longest chunk. These two are
+    # FastEmbed's defaults; for Voyage, unset, they become one full request (see below).
     embed_batch_size: int = Field(default=16, ge=1, le=1000)
     embed_batch_max_tokens: int = Field(default=2048, ge=16)
     embed_idle_unload_seconds: float = Field(default=900.0, ge=0)
@@ -144,20 +150,37 @@ class Settings(BaseSettings):
             raise ValueError("CHUNK_MAX_TOKENS must be at most 256 for FastEmbed models")
         if self.chunk_overlap_tokens >= self.chunk_max_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
-        if self.embed_batch_max_tokens < self.chunk_max_tokens:
-            raise ValueError("EMBED_BATCH_MAX_TOKENS must be at least CHUNK_MAX_TOKENS")
         if self.embedding_provider == "voyage" and self.voyage_api_key is None:
             raise ValueError("VOYAGE_API_KEY is required when EMBEDDING_PROVIDER=voyage")
         if self.embedding_provider == "voyage":
-            from ingestd.embedding.voyage import check_settings
-
-            self.embedding_model = check_settings(
-                self.embedding_model,
-                "embedding_model" in self.model_fields_set,
-                self.voyage_output_dimension,
-                self.chunk_max_tokens,
-            )
+            self._apply_voyage_defaults()
+        if self.embed_batch_max_tokens < self.chunk_max_tokens:
+            raise ValueError("EMBED_BATCH_MAX_TOKENS must be at least CHUNK_MAX_TOKENS")
         return self
+
+    def _apply_voyage_defaults(self) -> None:
+        """Check the Voyage model and size unset batches to one full Voyage request.
+
+        The field defaults suit FastEmbed's memory; a Voyage request costs one of a few requests
+        a minute, so it should carry as many texts as the API takes. Only values the user did
+        not set are changed; QUEUE_MAX_CHUNKS follows so that a batch can actually fill.
+        """
+        from ingestd.embedding.voyage import batch_defaults, check_settings
+
+        given = set(self.model_fields_set)  # a copy: the assignments below add to the live set
+        self.embedding_model = check_settings(
+            self.embedding_model,
+            "embedding_model" in given,
+            self.voyage_output_dimension,
+            self.chunk_max_tokens,
+        )
+        texts, tokens = batch_defaults(self.embedding_model)
+        if "embed_batch_size" not in given:
+            self.embed_batch_size = texts
+        if "embed_batch_max_tokens" not in given:
+            self.embed_batch_max_tokens = tokens
+        if "queue_max_chunks" not in given:
+            self.queue_max_chunks = max(self.queue_max_chunks, self.embed_batch_size)
 
     # --- derived -------------------------------------------------------------------------
     @property

@@ -6,6 +6,11 @@ checks the first against the second and renders the README table from both:
 
     python -m ingestd.settings_doc --check    # exit 1 and list every drift
     python -m ingestd.settings_doc --write    # rewrite the README table
+
+A setting whose default depends on the provider (`Settings.PROVIDER_DEPENDENT`) is written
+commented out with its FastEmbed default, `# EMBED_BATCH_SIZE=16`, so an untouched copy leaves
+it to the provider. The last group, `docker compose only`, lists the variables that only
+docker-compose.yml reads (`${NAME:-default}`); each must appear there with the same default.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:e
 _BANNER = re.compile(r"^\s*# --- (?P<group>[^-].*?) -+\s*$")
 _FIELD = re.compile(r"^    (?P<name>[a-z][a-z0-9_]*)\s*:")
 _ASSIGN = re.compile(r"^(?P<unset># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
+_COMPOSE_VAR = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+COMPOSE_GROUP = "docker compose only"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,10 +96,44 @@ def parse_env_example(path: Path) -> list[Entry]:
     return entries
 
 
-def problems(env_example: Path) -> list[str]:
-    """Every way `.env.example` disagrees with the Settings class."""
+def compose_variables(compose_file: Path) -> dict[str, str]:
+    """The `${NAME:-default}` variables of the compose file, with their defaults."""
+    if not compose_file.is_file():
+        return {}
+    return {m["name"]: m["default"] or "" for m in _COMPOSE_VAR.finditer(compose_file.read_text())}
+
+
+def compose_problems(entries: list[Entry], compose_file: Path) -> list[str]:
+    """The compose-only group against the compose file: same names, same defaults."""
     found: list[str] = []
+    used = compose_variables(compose_file)
+    listed = {entry.name: entry for entry in entries if entry.group == COMPOSE_GROUP}
+    settings_names = {name.upper() for name in Settings.model_fields}
+    for name in sorted(set(used) - set(listed) - settings_names):
+        found.append(f"{name}: used by {compose_file.name} but missing from '{COMPOSE_GROUP}'")
+    for name, entry in sorted(listed.items()):
+        if name in settings_names:
+            found.append(f"{name}: a setting, not '{COMPOSE_GROUP}'")
+        elif name not in used:
+            found.append(f"{name}: under '{COMPOSE_GROUP}' but not used by {compose_file.name}")
+        elif (entry.value, entry.unset) != (used[name], False):
+            found.append(f"{name}: default should be written `{name}={used[name]}` as in {compose_file.name}")
+        if not entry.description:
+            found.append(f"{name}: no explanation above it")
+    return found
+
+
+def expected_text(field_name: str, info: FieldInfo) -> tuple[str, bool]:
+    """How a setting's default is written in `.env.example`: value and whether commented out."""
+    value, unset = default_text(info)
+    return value, unset or field_name in Settings.PROVIDER_DEPENDENT
+
+
+def problems(env_example: Path) -> list[str]:
+    """Every way `.env.example` disagrees with the Settings class and the compose file."""
     entries = parse_env_example(env_example)
+    found = compose_problems(entries, env_example.parent / "docker-compose.yml")
+    entries = [entry for entry in entries if entry.group != COMPOSE_GROUP]
     names = [entry.name for entry in entries]
     fields = {name.upper(): (name, info) for name, info in Settings.model_fields.items()}
     groups = source_groups()
@@ -106,9 +147,9 @@ def problems(env_example: Path) -> list[str]:
         if entry.name not in fields:
             continue
         field_name, info = fields[entry.name]
-        value, unset = default_text(info)
+        value, unset = expected_text(field_name, info)
         if (entry.value, entry.unset) != (value, unset):
-            shown = f"# {entry.name}=" if unset else f"{entry.name}={value}"
+            shown = f"# {entry.name}={value}" if unset else f"{entry.name}={value}"
             found.append(f"{entry.name}: default should be written `{shown}`")
         if not entry.description:
             found.append(f"{entry.name}: no explanation above it")
@@ -124,7 +165,10 @@ def render_table(entries: list[Entry]) -> str:
         if entry.group != group:
             group = entry.group
             lines.append(f"| **{group}** | | |")
-        default = "unset" if entry.unset else f"`{entry.value}`"
+        if entry.unset:  # commented out: no value, or a provider-dependent one (FastEmbed's)
+            default = f"`{entry.value}` (FastEmbed)" if entry.value else "unset"
+        else:
+            default = f"`{entry.value}`"
         meaning = entry.description.replace("|", "\\|")
         lines.append(f"| `{entry.name}` | {default} | {meaning} |")
     return "\n".join(lines)

@@ -22,12 +22,15 @@ class WorkQueue:
             self._ready.set()
 
     async def get(self) -> Path:
+        return (await self.take())[0]
+
+    async def take(self) -> tuple[Path, float]:
+        """The oldest path and when it was queued (monotonic), for the backlog's age."""
         while not self._items:
             self._ready.clear()
             await self._ready.wait()
         path = next(iter(self._items))
-        del self._items[path]
-        return path
+        return path, self._items.pop(path)
 
     def __len__(self) -> int:
         return len(self._items)
