@@ -128,6 +128,16 @@ async def engine(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[En
     await engine.close()
 
 
+@pytest.fixture
+async def uncached(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[Engine]:
+    """An engine without the embedding cache, so `counting` sees every chunk that is embedded
+    again (with the cache on, re-embedding the same text is a cache hit and invisible)."""
+    engine = Engine(make_settings(tmp_path, embed_cache_max_entries=0), provider=counting)
+    await engine.open("test")
+    yield engine
+    await engine.close()
+
+
 async def ingest(engine: Engine, path: Path, limit_s: float | None = None) -> Outcome:
     """Submit one file and wait (at most `limit_s` seconds, when given) for its outcome."""
     result = await engine.submit(path)

@@ -100,6 +100,13 @@ def test_cli_import_status_search_forget_without_daemon(tmp_path: Path) -> None:
     again = run_cli(env, "search", "fog horn schedule", "--kind", "documents", "--json", cwd=tmp_path)
     assert all(not h["path"].endswith("readme.md") for h in json.loads(again.stdout)["hits"])
 
+    unchanged = run_cli(env, "import", cwd=tmp_path)  # a plain rescan leaves it forgotten
+    assert "imported 0 files" in unchanged.stderr, unchanged.stderr
+    readd = run_cli(env, "import", str(tmp_path / "docs" / "readme.md"), cwd=tmp_path)
+    assert readd.returncode == 0 and "imported 1 files" in readd.stderr, readd.stderr
+    back = run_cli(env, "search", "fog horn schedule", "--kind", "documents", "-k", "1", cwd=tmp_path)
+    assert "readme.md" in back.stdout, "naming a forgotten file re-adds it"
+
 
 def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> None:
     env = subprocess_env(tmp_path)

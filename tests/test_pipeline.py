@@ -59,7 +59,8 @@ async def test_every_chunk_within_token_limit(engine: Engine) -> None:
             assert len(counter.encode(str(payload["text"])).ids) <= limit  # with [CLS] and [SEP]
 
 
-async def test_append_embeds_only_new_lines(engine: Engine, counting) -> None:  # type: ignore[no-untyped-def]
+async def test_append_embeds_only_new_lines(uncached: Engine, counting) -> None:  # type: ignore[no-untyped-def]
+    engine = uncached  # with the cache on, re-embedded chunks would be cache hits: invisible here
     path = conv(engine, "p", "live.jsonl")
     session = write_transcript(path, seed=2, exchanges=20)
     first = await ingest(engine, path)
@@ -72,6 +73,7 @@ async def test_append_embeds_only_new_lines(engine: Engine, counting) -> None:  
         embedded_now = len(counting.texts) - before
         assert outcome.status == "done"
         assert 1 <= embedded_now <= 2, f"an append re-embedded {embedded_now} chunks"
+        assert outcome.embedded == embedded_now
     # The final collection equals a clean ingest of the final file.
     points = await points_of(engine, "conversations", path)
     clean = conv(engine, "p", "clean.jsonl")
@@ -135,7 +137,7 @@ async def test_deletion_policies(engine: Engine) -> None:
 async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> None:  # type: ignore[no-untyped-def]
     from conftest import make_settings
 
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, embed_cache_max_entries=0)  # counting sees every embedding
     path = settings.conversations_dirs[0] / "p" / "resume.jsonl"
     write_transcript(path, seed=8, exchanges=15)
     engine = Engine(settings, provider=counting)
@@ -156,6 +158,7 @@ async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> N
     record.status, record.resume_offset, record.resume_ordinal, record.resume_line = "pending", 0, 0, 1
     redo = await ingest(engine, path)
     assert redo.status == "done" and redo.reused == outcome.chunks and redo.embedded == 0
+    assert len(counting.texts) == embedded, "verified against Qdrant, not re-embedded"
     assert set(await points_of(engine, "conversations", path)) == ids
     assert await engine.store.count_file("conversations", str(path)) == len(ids)
     assert ids == {point_id(str(path), 0, n) for n in range(outcome.chunks)}
@@ -201,9 +204,13 @@ async def test_codex_rollout_and_subagents(engine: Engine) -> None:
     write_transcript(sub, seed=10, exchanges=1, session="ignored")
     await ingest(engine, rollout)
     await ingest(engine, sub)
-    codex = await engine.store.scroll_all("conversations", ["path", "session", "text", "git_branch"])
+    codex = await engine.store.scroll_all(
+        "conversations", ["path", "session", "text", "git_branch", "project", "project_name"]
+    )
     rows = [p for _, p in codex if p["path"] == str(rollout)]
     assert rows and all(p["session"] == "sess-1" and p["git_branch"] == "dev" for p in rows)
+    # Rollouts are filed by date: the project is session_meta.cwd (in Claude's spelling), not "2025".
+    assert {(p["project"], p["project_name"]) for p in rows} == {("-work-codex-proj", "codex-proj")}
     joined = "\n".join(str(p["text"]) for p in rows)
     assert "[tool_use shell]" in joined and joined.count("user:") == 3  # event_msg copies not embedded
     subs = [p for _, p in codex if p["path"] == str(sub)]
@@ -262,3 +269,72 @@ async def test_identical_text_is_embedded_once(engine: Engine, counting) -> None
     assert len(counting.texts) == before, "every chunk of the copy came from the cache"
     assert engine.metrics.cache_hits._value.get() >= outcome.chunks
     assert await engine.store.count_file("conversations", str(copy)) == outcome.chunks
+
+
+async def test_codex_rollout_without_session_meta_falls_back_to_its_folder(engine: Engine) -> None:
+    rollout = conv(engine, "legacy", "rollout-2024-01-02T03-04-05-0199a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5c.jsonl")
+    rollout.parent.mkdir(parents=True, exist_ok=True)
+    rollout.write_bytes(dump(codex_rollout(2, 2)[2:]))  # no session_meta, no turn_context
+    assert (await ingest(engine, rollout)).status == "done"
+    rows = await engine.store.scroll_all("conversations", ["path", "project"])
+    assert {p["project"] for _, p in rows if p["path"] == str(rollout)} == {"legacy"}
+
+
+async def test_non_utf8_file_name_rewrite_and_delete_leave_no_stale_points(engine: Engine) -> None:
+    from ingestd.recovery import rebuild_state
+    from ingestd.state import StateStore
+
+    raw = os.fsencode(engine.settings.documents_dirs[0]) + b"/caf\xe9.md"
+    path = Path(os.fsdecode(raw))
+    path.write_bytes(b"# Bytes\n\nA file name that is not UTF-8, about beavers.\n")
+    assert (await ingest(engine, path)).status == "done"
+    rows = await engine.store.scroll_all("documents", ["path", "generation", "text"])
+    shown = f"{engine.settings.documents_dirs[0]}/caf\\xe9.md"  # the byte kept as an escape
+    assert [p["path"] for _, p in rows] == [shown]
+    rebuilt = StateStore(engine.settings.state_dir / "rebuilt")
+    assert await rebuild_state(engine.store, rebuilt) == 1 and list(rebuilt.files) == [str(path)]
+
+    path.write_bytes(b"# Other\n\nCompletely different content now, about otters and more.\n")
+    assert (await ingest(engine, path)).status == "done"
+    rows = await engine.store.scroll_all("documents", ["path", "generation", "text"])
+    assert {p["generation"] for _, p in rows} == {1}, "the first generation's points are stale"
+    assert all("otters" in str(p["text"]) for _, p in rows)
+
+    path.unlink()
+    assert (await ingest(engine, path)).reason == "purged"
+    assert await engine.store.count("documents") == 0
+
+
+async def test_secrets_in_headings_and_titles_are_redacted(tmp_path: Path, counting) -> None:  # type: ignore[no-untyped-def]
+    from conftest import make_settings
+
+    engine = Engine(make_settings(tmp_path, redact_secrets=True), provider=counting)
+    await engine.open("test")
+    try:
+        await _check_metadata_redacted(engine)
+    finally:
+        await engine.close()
+
+
+async def _check_metadata_redacted(engine: Engine) -> None:
+    key = "AKIAIOSFODNN7EXAMPLE"
+    docs = engine.settings.documents_dirs[0]
+    (docs / "keys.md").write_text(f"# Rotate {key} today\n\nThe deploy notes, about otters.\n")
+    (docs / "keys.html").write_text(
+        f"<html><head><title>Token {key}</title></head><body><p>Kernel notes.</p>"
+        + "".join(f"<p>{paragraph}</p>" for paragraph in ["Otters swim. " * 150] * 3)
+        + "</body></html>"
+    )
+    for name in ("keys.md", "keys.html"):
+        assert (await ingest(engine, docs / name)).status == "done"
+    rows = await engine.store.scroll_all("documents", ["path", "heading", "text", "redactions"])
+    assert rows and all(key not in json.dumps(payload) for _, payload in rows)
+    assert {p["heading"] for _, p in rows} == {
+        "Rotate [REDACTED:aws-access-key] today",
+        "Token [REDACTED:aws-access-key]",
+    }
+    for name in ("keys.md", "keys.html"):
+        record = engine.state.get(str(docs / name))
+        mine = [p for _, p in rows if p["path"] == str(docs / name)]
+        assert record is not None and record.redactions >= len(mine) >= 1, "headings are counted"
+        assert record.redactions == sum(int(p.get("redactions") or 0) for p in mine)

@@ -2,11 +2,14 @@
 
 A lost state is recovered from `state.json.bak`, or else rebuilt from what Qdrant holds (every
 point carries its file, generation and ordinal); either way nothing is embedded twice, which
-CountingProvider measures. A failed write leaves the previous state byte for byte.
+CountingProvider measures (with the embedding cache off, so that re-embedding is seen). A
+failed write leaves the previous state byte for byte.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import json
 import os
@@ -68,7 +71,7 @@ async def _first_pass(
 async def test_damaged_state_recovers_from_backup(
     tmp_path: Path, counting: CountingProvider, events: Events, damage: str
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
     data = settings.state_file.read_bytes()
     damaged = {
@@ -88,6 +91,19 @@ async def test_damaged_state_recovers_from_backup(
         assert len(counting.texts) == embedded, "recovery re-embedded stored chunks"
         assert {engine.state.get(str(p)).status for p in paths} == {"done"}  # type: ignore[union-attr]
         assert {k: await engine.store.count(k) for k in points} == points
+        # The corrupt file was moved aside, so the next write cannot make it the backup.
+        aside = list(settings.state_dir.glob("state.json.corrupt-*"))
+        assert len(aside) == 1 and aside[0].read_bytes() == damaged
+        engine.save_state()
+        backup = json.loads((settings.state_dir / "state.json.bak").read_text())
+        assert {str(p) for p in paths} <= set(backup["files"]), "the good backup was overwritten"
+    finally:
+        await engine.close()
+    settings.state_file.write_bytes(b"{")  # damaged again: the backup still holds everything
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        assert {engine.state.get(str(p)).status for p in paths} == {"done"}  # type: ignore[union-attr]
     finally:
         await engine.close()
 
@@ -95,7 +111,7 @@ async def test_damaged_state_recovers_from_backup(
 async def test_lost_state_and_backup_rebuilt_from_qdrant(
     tmp_path: Path, counting: CountingProvider, events: Events
 ) -> None:
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
     settings.state_file.write_bytes(b'{"version": 1, "files": {"/x": ')
     (settings.state_dir / "state.json.bak").write_bytes(b"\x00" * 64)
@@ -122,6 +138,10 @@ async def test_lost_state_and_backup_rebuilt_from_qdrant(
 async def test_enospc_keeps_previous_state(
     tmp_path: Path, engine: Engine, events: Events, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    assert engine._flusher is not None
+    engine._flusher.cancel()  # the test writes the state itself: a periodic flush would race it
+    with contextlib.suppress(asyncio.CancelledError):
+        await engine._flusher
     doc = engine.settings.documents_dirs[0] / "a.md"
     doc.write_text("# A\n\nSomething worth keeping.\n")
     await _ingest_all(engine, [doc])

@@ -25,6 +25,7 @@ Splitter = MarkdownSplitter | TextSplitter
 
 SPECIAL_TOKENS = 2  # [CLS] and [SEP], added by the model to every input
 SEPARATOR = "\n\n"
+REDACTED = "[REDACTED:"  # how a redaction placeholder starts (see ingestd.redaction)
 MAX_LIST = 50  # per-chunk metadata lists (uuids, files) are capped to keep payloads small
 
 
@@ -135,6 +136,7 @@ class Packer:
         label = f"{unit.label}: " if unit.label else ""
         capacity = self.budget - (self.counter.count(label) if label else 0)
         pieces = self._pieces(unit.text, capacity)
+        in_meta = sum(value.count(REDACTED) for value in unit.meta.values() if isinstance(value, str))
         first_ordinal = self.ordinal
         chunks = []
         for index, piece in enumerate(pieces):
@@ -146,8 +148,8 @@ class Packer:
             )
             text = label + piece
             meta = unit.meta | {"role": unit.label}
-            if meta.get("redactions"):  # a piece counts only the placeholders it holds
-                meta["redactions"] = min(int(meta["redactions"]), piece.count("[REDACTED:"))
+            if meta.get("redactions"):  # a piece counts only the placeholders it (and its metadata) holds
+                meta["redactions"] = min(int(meta["redactions"]), piece.count(REDACTED) + in_meta)
             chunks.append(
                 Chunk(
                     text=text,

@@ -185,7 +185,11 @@ class Engine:
         }
 
     def retry(self, paths: list[str] | None = None) -> list[str]:
-        """Make quarantined and failed files eligible again; the caller queues them."""
+        """Make quarantined and failed files eligible again; the caller queues them.
+
+        Files named explicitly (done, forgotten, anything) are read again from scratch under a
+        new generation, their old points deleted: resuming would keep whatever they had.
+        """
         chosen = []
         for path, record in self.state.files.items():
             if (paths and path not in paths) or (
@@ -193,9 +197,18 @@ class Engine:
             ):
                 continue
             record.status, record.reason, record.attempts = "pending", None, 0
+            record.reingest = bool(paths)
             self.state.put(path, record)
             chosen.append(path)
         return chosen
+
+    def readd(self, paths: list[Path]) -> list[str]:
+        """Forgotten files among `paths` are ingested again in full (`ingestd import PATH`)."""
+        keys = {str(path) for path in paths}
+        forgotten = [
+            key for key, record in self.state.files.items() if key in keys and record.status == "forgotten"
+        ]
+        return self.retry(forgotten) if forgotten else []
 
     async def forget(self, path: str) -> Outcome:
         key = str(Path(path).expanduser().absolute())

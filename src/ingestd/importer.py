@@ -43,6 +43,7 @@ async def run_import(settings: Settings, paths: list[Path], kind: str | None) ->
                 for p in scan(engine.roots, exclude=settings.state_dir.resolve())
                 if any(p == w or w in p.parents for w in wanted)
             ]
+            engine.readd(candidates)  # naming a forgotten file is how it is re-added
         else:
             candidates = list(scan(engine.roots, exclude=settings.state_dir.resolve()))
         jobs: list[FileJob] = []

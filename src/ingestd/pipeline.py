@@ -47,13 +47,14 @@ from ingestd.parsers.units import Unit
 from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, read_lines
 from ingestd.settings import Settings
 from ingestd.state import FileRecord, StateStore, Status
-from ingestd.store import VectorStore, point_id
+from ingestd.store import VectorStore, payload_path, point_id
 from ingestd.system import release_memory, rss_mb
 
 log = get_logger("ingestd.pipeline")
 T = TypeVar("T")
 BIG_LINE = 64 * 1024  # lines above this are parsed and tokenised off the event loop
 TRIM_INTERVAL = 5.0  # gc + malloc_trim after a file, at most this often (and after big files)
+STOP_GRACE = 3.0  # seconds stop() lets completions finish before cancelling them (store down)
 Redactor = Callable[[str], tuple[str, int]]
 
 
@@ -98,6 +99,11 @@ class FileJob:
     @property
     def settled(self) -> bool:
         return not self.reading and self.acked >= self.emitted
+
+    @property
+    def read_through(self) -> bool:
+        """The reader reached the end of the file: only then may the file become `done`."""
+        return "offset" in self.final
 
 
 @dataclass(slots=True)
@@ -150,17 +156,24 @@ class Pipeline:
             asyncio.create_task(self._upsert_stage(), name="upsert-stage"),
         ]
 
-    async def stop(self) -> None:
-        """Cancel the stages: an in-flight batch is either acknowledged or simply not recorded."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Cancel the stages: an in-flight batch is either acknowledged or simply not recorded.
+
+        Completions get `grace` seconds, then are cancelled: with the store down they would
+        retry forever, and a cancelled completion leaves its file pending for the next run.
+        """
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        for task in list(self._completions):
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        completions = list(self._completions)
+        if completions:
+            _, late = await asyncio.wait(completions, timeout=grace)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     async def drain(self) -> None:
         """Wait until every started job has settled (the import command and tests use this)."""
@@ -219,21 +232,27 @@ class Pipeline:
             self._fail(job, "failed", "permission denied")
         except OSError as exc:
             self._fail(job, "failed", f"read error: {exc.strerror or exc}")
-        finally:
-            job.reading = False
-            self._maybe_complete(job)
+        except BaseException:  # cancelled (shutdown) or a bug: the file stays pending, never done
+            self._abandon(job)
+            raise
+        job.reading = False
+        self._maybe_complete(job)
         return job
 
     def _plan(self, target: Target, record: FileRecord | None, info: os.stat_result) -> str:
         """new, unchanged, resume or rewrite: the heart of append handling."""
         if record is None:
             return "new"
+        if record.reingest:  # an explicit retry: everything again, under a new generation
+            return "rewrite"
         if record.status != "pending" and record.signature() == _signature(info):
             return "unchanged"
         if record.status in ("skipped", "failed", "deleted", "forgotten"):
             return "rewrite"
         whole_file = target.path.suffix.lower() in WHOLE_FILE
-        if whole_file or info.st_size < record.offset or info.st_size < record.head_len:
+        # A pending file's offset is still 0: its resume point is what it must not shrink below.
+        shrunk = info.st_size < max(record.offset, record.resume_offset, record.head_len)
+        if whole_file or shrunk:
             return "resume" if whole_file and record.status == "pending" else "rewrite"
         try:
             if fingerprint(target.real, 0, record.head_len) != record.head_fp:
@@ -330,6 +349,9 @@ class Pipeline:
                 raise DocumentError("no extractable text")
             return size
         sections = SectionBuilder(suffix)
+        if sections.markdown and record.resume_offset > 0:
+            # Heading and code-fence state at the resume point come from the lines before it.
+            await asyncio.to_thread(_skim, sections, target.real, record.resume_offset)
         consumed = record.resume_offset
         async for line in read_lines(
             target.real,
@@ -358,10 +380,18 @@ class Pipeline:
         return list(html_units(data))
 
     def _redact(self, unit: Unit) -> Unit:
-        if self.redactor is not None:
-            unit.text, count = self.redactor(unit.text)
-            if count:
-                unit.meta["redactions"] = unit.meta.get("redactions", 0) + count
+        """Secrets out of the text and of string metadata (a heading, an HTML title) alike."""
+        if self.redactor is None:
+            return unit
+        unit.text, count = self.redactor(unit.text)
+        meta = dict(unit.meta)  # units of one HTML file share their meta dict: never mutate it
+        for key, value in unit.meta.items():
+            if isinstance(value, str):
+                meta[key], found = self.redactor(value)
+                count += found
+        if count:
+            meta["redactions"] = int(meta.get("redactions", 0) or 0) + count
+        unit.meta = meta
         return unit
 
     # --- chunks out ----------------------------------------------------------------------
@@ -553,16 +583,17 @@ class Pipeline:
         record = job.record
         identity: dict[str, Any] = {}
         if job.target.kind == "conversations":
-            from ingestd.parsers.transcripts import session_identity
+            from ingestd.parsers.transcripts import project_of
 
-            identity = {"project": session_identity(job.target.path, job.target.root)["project"]}
             cwd = chunk.meta.get("cwd")
-            if isinstance(cwd, str) and cwd:
+            cwd = cwd if isinstance(cwd, str) and cwd.strip("/") else None
+            identity = {"project": project_of(job.target.path, job.target.root, cwd)}
+            if cwd:
                 identity["project_name"] = cwd.rstrip("/").rsplit("/", 1)[-1]
         payload: dict[str, Any] = {
             **chunk.meta,
             **identity,
-            "path": _display(job.key),
+            "path": payload_path(job.key),
             "kind": job.target.kind,
             "generation": record.generation,
             "ordinal": chunk.ordinal,
@@ -646,51 +677,67 @@ class Pipeline:
             task.add_done_callback(self._completions.discard)
 
     async def _complete(self, job: FileJob) -> None:
-        record = job.record
+        """Record the pass: every await comes before the record changes, so a completion
+        cancelled at shutdown leaves the file pending (resumable), never half `done`."""
         try:
-            if job.failure is None:
-                if not job.fresh and "chunks" in job.final:
-                    # A resumed pass may have produced fewer chunks than an earlier, different
-                    # version of the file: drop any of this generation beyond the end.
-                    await self._with_store_retry(
-                        "delete",
-                        [job.key],
-                        lambda: self.store.delete_file(
-                            job.target.kind, job.key, record.generation, job.final["chunks"]
-                        ),
-                    )
-                for key in (
-                    "offset",
-                    "head_len",
-                    "head_fp",
-                    "tail_fp",
-                    "resume_offset",
-                    "resume_ordinal",
-                    "chunks",
-                ):
-                    if key in job.final:
-                        setattr(record, key, job.final[key])
-                record.status, record.reason, record.attempts = "done", None, 0
-                if job.fresh:
-                    record.redactions = job.redactions
-                elif job.redactions or record.redactions:
-                    # A resumed pass re-counts its re-opened chunk: ask Qdrant for the true total.
-                    record.redactions = await self._with_store_retry(
-                        "count",
-                        [job.key],
-                        lambda: self.store.file_total(job.target.kind, job.key, "redactions"),
-                    )
-                self.state.put(job.key, record)
-                self._finish(job, "done", None)
-            else:
-                status, reason = job.failure
-                record.status, record.reason = status, reason  # type: ignore[assignment]
-                record.attempts += 1
-                self.state.put(job.key, record)
-                self._finish(job, status, reason)
+            if job.failure is not None:
+                self._record_failure(job, *job.failure)
+            elif job.read_through:
+                await self._record_done(job)
+            else:  # settled without reaching the end of the file (cannot happen, but never `done`)
+                job.outcome = Outcome(job.key, job.target.kind, "pending", "read did not finish")
+        except asyncio.CancelledError:
+            job.outcome = Outcome(job.key, job.target.kind, "pending", "interrupted")
+            raise
         finally:
             self.jobs.pop(job.key, None)
             self.metrics.files_pending.set(len(self.jobs))
+            job.done.set()
+
+    async def _record_done(self, job: FileJob) -> None:
+        record = job.record
+        if not job.fresh and "chunks" in job.final:
+            # A resumed pass may have produced fewer chunks than an earlier, different
+            # version of the file: drop any of this generation beyond the end.
+            await self._with_store_retry(
+                "delete",
+                [job.key],
+                lambda: self.store.delete_file(
+                    job.target.kind, job.key, record.generation, job.final["chunks"]
+                ),
+            )
+        redactions = job.redactions
+        if not job.fresh and (job.redactions or record.redactions):
+            # A resumed pass re-counts its re-opened chunk: ask Qdrant for the true total.
+            redactions = await self._with_store_retry(
+                "count", [job.key], lambda: self.store.file_total(job.target.kind, job.key, "redactions")
+            )
+        for key in ("offset", "head_len", "head_fp", "tail_fp", "resume_offset", "resume_ordinal", "chunks"):
+            if key in job.final:
+                setattr(record, key, job.final[key])
+        record.status, record.reason, record.attempts = "done", None, 0
+        record.redactions = redactions
+        self.state.put(job.key, record)
+        self._finish(job, "done", None)
+
+    def _record_failure(self, job: FileJob, status: str, reason: str) -> None:
+        record = job.record
+        record.status, record.reason = status, reason  # type: ignore[assignment]
+        record.attempts += 1
+        self.state.put(job.key, record)
+        self._finish(job, status, reason)
+
+    def _abandon(self, job: FileJob) -> None:
+        """The read was cancelled: drop the job's queued chunks, keep the file pending."""
+        job.reading = False
+        if job.failure is None:
+            job.failure = ("pending", "interrupted")
+        job.final.pop("verify", None)
+        if job.outcome is None:
+            job.outcome = Outcome(job.key, job.target.kind, "pending", "interrupted")
+            if self.jobs.get(job.key) is job:
+                self.jobs.pop(job.key)
+                self.metrics.files_pending.set(len(self.jobs))
             job.done.set()
 
     def _finish(self, job: FileJob, status: str, reason: str | None) -> None:
@@ -812,11 +859,6 @@ def _signature(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
 
 
-def _display(path: str) -> str:
-    """Payload-safe path: names that are not UTF-8 keep their bytes as escapes."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
 def _reason_label(reason: str | None) -> str:
     return (reason or "unknown").split("(")[0].split(":")[0].strip()[:40]
 
@@ -830,6 +872,17 @@ def _ends_line(path: Path, offset: int) -> bool:
 def _head(path: Path) -> bytes:
     with path.open("rb") as handle:
         return handle.read(8192)
+
+
+def _skim(sections: SectionBuilder, path: Path, end: int) -> None:
+    """Replay the lines before `end` into the builder's heading and fence state (no text kept)."""
+    with path.open("rb") as handle:
+        position = 0
+        for data in handle:
+            position += len(data)
+            if position > end:
+                return
+            sections.replay(data.decode("utf-8", "replace"))
 
 
 def _first_line(path: Path, limit: int) -> bytes:

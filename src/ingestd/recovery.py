@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ingestd.reader import digest
 from ingestd.state import FileRecord, StateStore
-from ingestd.store import KINDS, VectorStore
+from ingestd.store import KINDS, VectorStore, path_key
 
 
 async def rebuild_state(store: VectorStore, state: StateStore) -> int:
@@ -20,6 +20,7 @@ async def rebuild_state(store: VectorStore, state: StateStore) -> int:
             path, generation = payload.get("path"), payload.get("generation")
             if not isinstance(path, str) or not isinstance(generation, int):
                 continue
+            path = path_key(path)  # payloads hold names that are not UTF-8 escaped
             if path not in latest or latest[path][1] < generation:
                 latest[path] = (kind, generation)
     for path, (kind, generation) in latest.items():

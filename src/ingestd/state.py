@@ -46,6 +46,7 @@ class FileRecord:
     chunks: int = 0
     attempts: int = 0
     redactions: int = 0
+    reingest: bool = False  # retried by name: read again from scratch, under a new generation
     updated_at: float = field(default_factory=time.time)
 
     def signature(self) -> tuple[int, int, int, int]:
@@ -58,6 +59,7 @@ class FileRecord:
         self.resume_line = 1
         self.head_len, self.head_fp, self.tail_fp = 0, "", ""
         self.redactions = 0
+        self.reingest = False
 
     def to_json(self) -> dict[str, Any]:
         """A flat dict; dataclasses.asdict deep-copies and was a third of a big state's save time."""
@@ -123,12 +125,24 @@ class StateStore:
             if not path.exists():
                 continue
             try:
-                self._parse(path.read_text(encoding="utf-8"))
-                return LoadReport(source, problem)
-            except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+                data = path.read_bytes()
+            except OSError as exc:  # perhaps passing (EIO, EACCES): the file is left where it is
                 problem = f"{path.name} unreadable ({type(exc).__name__}: {str(exc)[:100]})"
+                continue
+            try:
+                self._parse(data.decode("utf-8"))
+                return LoadReport(source, problem)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                problem = f"{path.name} unreadable ({type(exc).__name__}: {str(exc)[:100]})"
+                self._set_aside(path)
         self.files, self.meta = {}, {}
         return LoadReport("new", problem)
+
+    def _set_aside(self, path: Path) -> None:
+        """Move a corrupt file out of the way (kept for inspection): otherwise the next write
+        would hard-link a corrupt state.json over the good backup it was recovered from."""
+        with contextlib.suppress(OSError):
+            os.replace(path, path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"))
 
     def _parse(self, text: str) -> None:
         data = json.loads(text)

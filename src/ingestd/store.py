@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sqlite3
 import uuid
 from collections.abc import Iterable
@@ -41,6 +42,24 @@ def point_id(path: str, generation: int, ordinal: int) -> str:
     return str(uuid.UUID(bytes=hashlib.sha1(NAMESPACE.bytes + name).digest()[:16], version=5))
 
 
+def payload_path(path: str) -> str:
+    """The path as payloads hold it (and filters match it): names that are not UTF-8 keep their
+    bytes as `\\xNN` escapes, since a lone surrogate cannot be stored as JSON."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+_ESCAPED_BYTE = re.compile(r"\\x([89a-f][0-9a-f])")
+
+
+def path_key(stored: str) -> str:
+    """The state's key for a payload path: the inverse of payload_path. A UTF-8 name that
+    literally contains such an escape is ambiguous; the name that exists on disk wins."""
+    key = _ESCAPED_BYTE.sub(lambda match: chr(0xDC00 + int(match.group(1), 16)), stored)
+    if key != stored and os.path.lexists(stored) and not os.path.lexists(key):
+        return stored
+    return key
+
+
 @dataclass(slots=True)
 class Hit:
     score: float
@@ -48,7 +67,8 @@ class Hit:
 
 
 def _file_filter(path: str, generation: int | None = None, ordinal_from: int | None = None) -> models.Filter:
-    must: list[models.Condition] = [models.FieldCondition(key="path", match=models.MatchValue(value=path))]
+    match = models.MatchValue(value=payload_path(path))
+    must: list[models.Condition] = [models.FieldCondition(key="path", match=match)]
     if generation is not None:
         must.append(models.FieldCondition(key="generation", match=models.MatchValue(value=generation)))
     if ordinal_from is not None:

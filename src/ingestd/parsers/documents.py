@@ -159,13 +159,8 @@ class SectionBuilder:
                 f"not valid UTF-8 (line {line.number}, byte {line.start + exc.start})"
             ) from None
         out: list[Unit] = []
-        boundary = False
-        heading = None
-        if self.markdown:
-            if _FENCE.match(text):
-                self.in_fence = not self.in_fence
-            elif not self.in_fence and (match := _HEADING.match(text)):
-                boundary, heading = True, match.group(2)
+        heading = self.skim(text)
+        boundary = heading is not None
         if not boundary and not text.strip() and self.size >= SECTION_SOFT_BYTES and not self.in_fence:
             boundary = True
         if self.size + len(text) > SECTION_HARD_BYTES:
@@ -182,6 +177,23 @@ class SectionBuilder:
         self.end = line.end
         self.next_line = line.number + 1
         return out
+
+    def skim(self, text: str) -> str | None:
+        """Track code fences; returns the heading this line opens, if any."""
+        if not self.markdown:
+            return None
+        if _FENCE.match(text):
+            self.in_fence = not self.in_fence
+            return None
+        match = None if self.in_fence else _HEADING.match(text)
+        return match.group(2) if match else None
+
+    def replay(self, text: str) -> None:
+        """A line before a mid-file resume point: only its effect on heading and fence state,
+        so the sections after the point come out as in a full read."""
+        heading = self.skim(text)
+        if heading is not None:
+            self.heading = heading
 
     def flush(self) -> list[Unit]:
         text = "\n".join(self.lines).strip()

@@ -19,6 +19,7 @@ from ingestd.parsers.units import LineIssue, Unit
 from ingestd.reader import Line
 
 MAX_ISSUES_KEPT = 20
+_NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
@@ -38,6 +39,16 @@ def session_identity(path: Path, root: Path) -> dict[str, str | None]:
         found = _UUID.findall(path.stem)
         return {"project": project, "session": None, "session_fallback": found[-1] if found else path.stem}
     return {"project": project, "session": session}
+
+
+def project_of(path: Path, root: Path, cwd: str | None) -> str | None:
+    """The project a transcript belongs to. Claude Code's folder is named after the project;
+    Codex files its rollouts by date (`sessions/YYYY/MM/DD/`), so there the session's working
+    directory (session_meta.cwd) names it, in Claude's spelling (`/a/b.c` -> `-a-b-c`) so both
+    tools' sessions of one project share the name. Without a cwd the folder is the fallback."""
+    if cwd and path.stem.startswith("rollout-"):
+        return _NOT_ALNUM.sub("-", cwd.rstrip("/"))
+    return session_identity(path, root)["project"]
 
 
 class TranscriptParser:

@@ -1,0 +1,209 @@
+"""Interrupted passes: a cancelled read, a shutdown while the store is down, a pending file that
+shrank, a Markdown document resumed mid-file. Each must end exactly as an uninterrupted run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import ingestd.pipeline
+from conftest import CountingProvider, ingest, make_settings, until
+from generators import paragraph, write_transcript
+from ingestd.engine import Engine
+from ingestd.pipeline import FileJob
+from ingestd.state import StateStore
+
+
+async def _rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, ...]]:
+    rows = await engine.store.scroll_all(kind, ["path", "ordinal", "heading", "text"])
+    return sorted((p["ordinal"], p.get("heading"), p["text"]) for _, p in rows if p["path"] == str(path))
+
+
+async def _clean_rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, ...]]:
+    """What an uninterrupted ingest of the file's bytes stores (under another name)."""
+    twin = path.with_name("twin-" + path.name)
+    twin.write_bytes(path.read_bytes())
+    assert (await ingest(engine, twin)).status == "done"
+    return await _rows(engine, kind, twin)
+
+
+async def test_cancelled_read_leaves_the_file_pending_then_resumes_cleanly(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    """SIGTERM cancels the readers: a half-read file must stay pending, never become `done`."""
+    settings = make_settings(tmp_path, embed_cache_max_entries=0, read_block_bytes=4096, queue_max_chunks=4)
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        path = settings.conversations_dirs[0] / "p" / "big.jsonl"
+        write_transcript(path, seed=5, exchanges=120)
+        task = asyncio.create_task(engine.submit(path))
+
+        def reading_and_acked() -> FileJob | None:
+            job = engine.pipeline.jobs.get(str(path))
+            return job if job is not None and job.reading and job.acked >= 5 else None
+
+        job = await until(reading_and_acked)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(1.0)  # batches in flight land; they must not complete the pass
+        record = engine.state.get(str(path))
+        assert record is not None and record.status == "pending", (record and record.status, job.outcome)
+        assert record.offset == 0 and 0 < record.resume_offset < path.stat().st_size
+        assert str(path) not in engine.pipeline.jobs, "a cancelled pass does not hold the file busy"
+
+        again = await ingest(engine, path)
+        assert again.status == "done" and 0 < again.embedded < again.chunks, "resumed, not redone"
+        record = engine.state.get(str(path))
+        assert record is not None and record.offset == path.stat().st_size
+        assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
+    finally:
+        await engine.close()
+
+
+async def test_cancel_while_every_chunk_is_acknowledged_does_not_mark_the_file_done(
+    uncached: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SIGTERM case that used to record `done` at offset 0: the reader is cancelled between
+    lines at a moment when all it has emitted is stored (no chunk in flight to hold the pass)."""
+    engine = uncached
+    path = engine.settings.conversations_dirs[0] / "p" / "paused.jsonl"
+    write_transcript(path, seed=6, exchanges=30)
+    original = ingestd.pipeline.read_lines
+    paused = asyncio.Event()
+
+    async def pausing(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        count = 0
+        async for line in original(*args, **kwargs):
+            yield line
+            count += 1
+            if count == 40:
+                paused.set()
+                await asyncio.sleep(3600)  # a slow read (huge lines, a slow disk), cut by SIGTERM
+
+    monkeypatch.setattr(ingestd.pipeline, "read_lines", pausing)
+    task = asyncio.create_task(engine.submit(path))
+    await asyncio.wait_for(paused.wait(), 60)
+    job = engine.pipeline.jobs[str(path)]
+    await until(lambda: job.emitted > 0 and job.acked == job.emitted)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.3)
+    record = engine.state.get(str(path))
+    assert record is not None and record.status == "pending", (record and record.status, record)
+    assert record.resume_offset > 0 and record.offset == 0
+    monkeypatch.undo()
+    again = await ingest(engine, path)
+    assert again.status == "done" and 0 < again.embedded < again.chunks
+    record = engine.state.get(str(path))
+    assert record is not None and record.offset == path.stat().st_size
+    assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
+
+
+async def test_stop_returns_while_the_store_is_down_and_the_file_stays_pending(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    settings = make_settings(tmp_path, qdrant_timeout_seconds=0.5)
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    path = settings.conversations_dirs[0] / "p" / "a.jsonl"
+    real_delete = engine.store.delete_file
+
+    async def down(*_: Any, **__: Any) -> None:
+        raise ConnectionError("injected: store down")
+
+    try:
+        write_transcript(path, seed=1, exchanges=3)
+        assert (await ingest(engine, path)).status == "done"
+        engine.store.delete_file = down  # type: ignore[method-assign]
+        os.utime(path)  # touched, not changed: a resumed pass whose completion deletes past its end
+        job = await engine.submit(path)
+        assert isinstance(job, FileJob)
+        await until(lambda: not engine.pipeline.store_available)
+        started = time.monotonic()
+        await asyncio.wait_for(engine.pipeline.stop(), 10)  # completions cancelled after a grace
+        assert time.monotonic() - started < 6, "stop() must not wait for the store"
+        assert job.done.is_set()
+        record = engine.state.get(str(path))
+        assert record is not None and record.status == "pending"
+    finally:
+        engine.store.delete_file = real_delete  # type: ignore[method-assign]
+        await engine.close()
+    saved = StateStore(settings.state_dir)
+    saved.load()
+    assert saved.files[str(path)].status == "pending", "the interrupted completion is not recorded as done"
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        outcome = await ingest(engine, path)
+        assert outcome.status == "done"
+        assert await engine.store.count_file("conversations", str(path)) == outcome.chunks
+    finally:
+        await engine.close()
+
+
+async def test_pending_file_shrunk_below_its_resume_point_is_rewritten(uncached: Engine) -> None:
+    engine = uncached
+    path = engine.settings.conversations_dirs[0] / "p" / "shrinks.jsonl"
+    write_transcript(path, seed=31, exchanges=12)
+    assert (await ingest(engine, path)).status == "done"
+    record = engine.state.get(str(path))
+    assert record is not None
+    # As an interrupted first pass leaves it: pending, offset still 0, the resume point far in.
+    record.status, record.offset = "pending", 0
+    data = path.read_bytes()
+    cut = data.rfind(b"\n", 0, record.resume_offset - 1) + 1
+    assert record.head_len <= cut < record.resume_offset
+    path.write_bytes(data[:cut])
+    outcome = await ingest(engine, path)
+    assert outcome.status == "done"
+    record = engine.state.get(str(path))
+    assert record is not None and record.generation == 1 and record.offset == cut
+    assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
+
+
+def _fenced_document(seed: int) -> str:
+    """A heading, prose, then a code block long enough to be cut inside the fence (32 KB), its
+    lines looking like headings: a resume inside it must know both the heading and the fence."""
+    rng = random.Random(seed)
+    prose = "\n\n".join(paragraph(rng, 6) for _ in range(3))
+    code = "".join(f"# step {i}: restart the worker\nrun({i})\n" for i in range(900))
+    return f"# Runbook\n\n{prose}\n\n```python\n{code}```\n\n## After\n\n{paragraph(rng, 4)}\n"
+
+
+async def test_markdown_resumed_mid_file_keeps_heading_and_fence_state(uncached: Engine) -> None:
+    engine = uncached
+    path = engine.settings.documents_dirs[0] / "runbook.md"
+    path.write_text(_fenced_document(41))
+    assert (await ingest(engine, path)).status == "done"
+    data = path.read_bytes()
+    fence = data.index(b"```python")
+    rows = await engine.store.scroll_all("documents", ["path", "ordinal", "offset"])
+    inside = sorted(
+        (p["ordinal"], p["offset"]) for _, p in rows if p["path"] == str(path) and p["offset"] > fence
+    )
+    assert inside, "the fence was not cut: make the code block longer"
+    ordinal, offset = inside[0]  # the first section that starts inside the fence: a resume point
+    record = engine.state.get(str(path))
+    assert record is not None
+    # As a pass interrupted there leaves it: later chunks not stored, the record pointing at it.
+    await engine.store.delete_file("documents", str(path), record.generation, ordinal)
+    record.status = "pending"
+    record.resume_offset, record.resume_ordinal = offset, ordinal
+    record.resume_line = data[:offset].count(b"\n") + 1
+    outcome = await ingest(engine, path)
+    assert outcome.status == "done" and outcome.embedded == outcome.chunks - ordinal
+    resumed = await _rows(engine, "documents", path)
+    assert {heading for _, heading, _ in resumed[ordinal:]} <= {"Runbook", "After"}
+    assert resumed == await _clean_rows(engine, "documents", path)
