@@ -7,11 +7,13 @@ thing on real Claude Code sessions. Writes bench/real_quality.json.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 from inproc import bench_settings, ingest_all, recall_at_k
 
@@ -21,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 CORPUS = HERE.parent.parent / "shared" / "corpus" / "claude"
 
 
-async def main(limit_bytes: int = 3_000_000, queries: int = 200) -> int:
+async def main(limit_bytes: int = 3_000_000, queries: int = 200, **overrides: Any) -> int:
     if not CORPUS.is_dir():
         print("../shared/corpus is not present: nothing to measure")
         return 0
@@ -42,7 +44,7 @@ async def main(limit_bytes: int = 3_000_000, queries: int = 200) -> int:
         shutil.copy(source, target)
         total += size
     files = sorted(conversations.rglob("*.jsonl"))
-    settings = bench_settings(work, conversations)
+    settings = bench_settings(work, conversations, **overrides)
     engine = Engine(settings)
     await engine.open("bench-real-quality")
     try:
@@ -50,11 +52,18 @@ async def main(limit_bytes: int = 3_000_000, queries: int = 200) -> int:
     finally:
         await engine.close()
     result = await recall_at_k(settings, files, queries)
-    result.update(files=len(files), bytes=total)
+    result.update(files=len(files), bytes=total, settings={k: str(v) for k, v in overrides.items()})
     (HERE / "real_quality.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunk-max-tokens", type=int)
+    parser.add_argument("--chunk-overlap-tokens", type=int)
+    from ingestd.logs import configure_logging
+
+    configure_logging("WARNING", "json")
+    chosen = {k: v for k, v in vars(parser.parse_args()).items() if v is not None}
+    sys.exit(asyncio.run(main(**chosen)))

@@ -13,6 +13,7 @@ from ingestd.chunker import Chunk, Packer, TokenCounter
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
 from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.transcripts import TranscriptParser
+from ingestd.parsers.units import Unit
 from ingestd.reader import read_lines
 
 
@@ -99,3 +100,23 @@ def test_reader_skips_overlong_lines_and_waits_for_newlines(tmp_path: Path) -> N
 
     assert asyncio.run(collect(False)) == [(b"short", 1), (None, 2), (b"ok", 3)]
     assert asyncio.run(collect(True))[-1] == (b"partial", 4)
+
+
+@pytest.mark.parametrize("markdown", [True, False])
+def test_split_pieces_never_end_inside_a_word(counter: TokenCounter, markdown: bool) -> None:
+    # semantic-text-splitter's Markdown parser once cut this between "let'" and "s".
+    text = (
+        "The user opened the file index.html in the IDE. This may or may not be related to the task.\n"
+        "OK, so this was just so you know what there is now, but after more than a decade I want to "
+        "pick it up again and fix the broken APIs. Also, I deleted config.ru, as a first step let's "
+        "figure out what would be the simplest way to serve it up on localhost (as I believe running "
+        "off file:// has some limitations)"
+    )
+    packer = Packer(counter, 100, 0, markdown=markdown, first_ordinal=0)
+    pieces = [
+        chunk.text.removeprefix("user: ") for chunk in packer.feed(Unit(text, 0, len(text), label="user"))
+    ]
+    assert len(pieces) >= 2, "the unit is longer than one chunk"
+    words = text.split()
+    stored = " ".join(pieces).split()
+    assert stored == words, "every word of the unit is in one piece, whole"

@@ -165,9 +165,13 @@ class Packer:
         return chunks
 
     def _pieces(self, text: str, capacity: int) -> list[str]:
-        splitter = self.counter.splitter(self.markdown, capacity, self.overlap)
+        located = self.counter.splitter(self.markdown, capacity, self.overlap).chunk_indices(text)
+        if self.markdown and _cuts_a_word(text, located):
+            # semantic-text-splitter 0.33's Markdown parser can end a piece inside a word
+            # ("let'" + "s"), which no query can match: plain-text splitting never does.
+            located = self.counter.splitter(False, capacity, self.overlap).chunk_indices(text)
         pieces: list[str] = []
-        for piece in splitter.chunks(text):
+        for _, piece in located:
             pieces.extend(self._enforce(piece, capacity))
         return pieces
 
@@ -181,6 +185,19 @@ class Packer:
             window = encoding.offsets[begin : begin + capacity]
             out.append(piece[window[0][0] : window[-1][1]])
         return out
+
+
+def _cuts_a_word(text: str, located: list[tuple[int, str]]) -> bool:
+    """Does any piece end between two letters of one word (an apostrophe counts as a letter)?"""
+    for offset, piece in located[:-1]:
+        end = offset + len(piece)
+        if 0 < end < len(text) and _in_word(text[end - 1]) and _in_word(text[end]):
+            return True
+    return False
+
+
+def _in_word(char: str) -> bool:
+    return char.isalnum() or char in "'’"
 
 
 def merge_meta(metas: Iterable[dict[str, Any]]) -> dict[str, Any]:

@@ -275,7 +275,7 @@ class Pipeline:
             self.provider.counter,
             self.settings.chunk_max_tokens,
             self.settings.chunk_overlap_tokens,
-            markdown=suffix in MARKDOWN or target.kind == "conversations",
+            markdown=suffix in MARKDOWN,
             first_ordinal=record.resume_ordinal,
         )
         if target.kind == "conversations":
@@ -583,11 +583,14 @@ class Pipeline:
         record = job.record
         identity: dict[str, Any] = {}
         if job.target.kind == "conversations":
-            from ingestd.parsers.transcripts import project_of
+            from ingestd.parsers.transcripts import project_of, session_of
 
             cwd = chunk.meta.get("cwd")
             cwd = cwd if isinstance(cwd, str) and cwd.strip("/") else None
-            identity = {"project": project_of(job.target.path, job.target.root, cwd)}
+            identity = {
+                "project": project_of(job.target.path, job.target.root, cwd),
+                "session": session_of(job.target.path, job.target.root, chunk.meta.get("session")),
+            }
             if cwd:
                 identity["project_name"] = cwd.rstrip("/").rsplit("/", 1)[-1]
         payload: dict[str, Any] = {

@@ -41,6 +41,12 @@ def session_identity(path: Path, root: Path) -> dict[str, str | None]:
     return {"project": project, "session": session}
 
 
+def session_of(path: Path, root: Path, found: str | None) -> str | None:
+    """A chunk's session: what its lines said, else what the file's place or name says."""
+    identity = session_identity(path, root)
+    return identity["session"] or found or identity.get("session_fallback")
+
+
 def project_of(path: Path, root: Path, cwd: str | None) -> str | None:
     """The project a transcript belongs to. Claude Code's folder is named after the project;
     Codex files its rollouts by date (`sessions/YYYY/MM/DD/`), so there the session's working
@@ -87,7 +93,8 @@ class TranscriptParser:
         meta = {**self.context, **{k: v for k, v in rendered.meta.items() if v not in (None, [], "")}}
         if self.identity["session"]:
             meta["session"] = self.identity["session"]
-        meta.setdefault("session", self.identity.get("session_fallback"))
+        # Otherwise the session is the line's own, or the last one seen; a unit with neither
+        # (a summary opening an agent file) takes its chunk's, or the file name's (`session_of`).
         return Unit(
             text=rendered.text,
             start=line.start,
@@ -108,6 +115,8 @@ class TranscriptParser:
         return f"unknown:{obj.get('type')}"
 
     def _remember_context(self, obj: dict[str, Any]) -> None:
+        if isinstance(obj.get("sessionId"), str) and obj["sessionId"]:
+            self.context["session"] = obj["sessionId"]  # Claude: a summary line carries none
         if obj.get("type") != "session_meta" or not isinstance(obj.get("payload"), dict):
             return
         payload = obj["payload"]
