@@ -95,6 +95,9 @@ def env_for(root: Path, state: Path, **extra: str) -> dict[str, str]:
         STATE_FLUSH_SECONDS="0.3",
         WATCH_DEBOUNCE_MS="100",
         RECONCILE_SECONDS="2",
+        # No embedding cache: a chunk re-embedded because of a kill must show as model work,
+        # not be served from the cache and hidden.
+        EMBED_CACHE_MAX_ENTRIES="0",
         **extra,
     )
     return env

@@ -17,8 +17,9 @@ from ingestd.settings import Settings
 EMBED_BATCH_SIZE = Settings.model_fields["embed_batch_size"].default
 
 
-def check(report: Report) -> None:
-    print("\nSIGKILL equivalence:", json.dumps(asdict(report), indent=2))
+def check(report: Report, capsys: pytest.CaptureFixture[str]) -> None:
+    with capsys.disabled():  # the figures belong in `make test`'s output, not only on failure
+        print("\nSIGKILL equivalence:", json.dumps(asdict(report), indent=2))
     assert report.kills >= 1 and report.reference_points > 0
     assert report.crash_points == report.reference_points
     assert report.missing == 0 and report.stale == 0 and report.duplicates == 0
@@ -29,10 +30,10 @@ def check(report: Report) -> None:
     assert report.extra_embedded <= allowance, f"kills re-embedded {report.extra_embedded} chunks"
 
 
-def test_sigkill_equivalence_bounded(tmp_path: Path) -> None:
-    check(run(tmp_path, kills=10, seed=7, max_seconds=480))
+def test_sigkill_equivalence_bounded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    check(run(tmp_path, kills=10, seed=7, max_seconds=480), capsys)
 
 
 @pytest.mark.slow
-def test_sigkill_equivalence_soak(tmp_path: Path) -> None:
-    check(run(tmp_path, kills=50, seed=11, max_seconds=3000))
+def test_sigkill_equivalence_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    check(run(tmp_path, kills=50, seed=11, max_seconds=3000), capsys)
