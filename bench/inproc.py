@@ -113,7 +113,7 @@ def raw_rate(provider: FastEmbedProvider, texts: list[str], tokens: int, batch_s
 
 
 async def pipeline_efficiency(
-    work: Path, corpus: Path, files: list[Path], rounds: int, batch_size: int = 32
+    work: Path, corpus: Path, files: list[Path], rounds: int, raw_batch_size: int = 32
 ) -> dict[str, Any]:
     """End-to-end embedded tokens/s over raw FastEmbed tokens/s, alternating the two `rounds` times."""
     provider = FastEmbedProvider(bench_settings(work / "provider", corpus))
@@ -121,7 +121,7 @@ async def pipeline_efficiency(
     pipeline_rates, raw_rates, details = [], [], []
     cache: dict[str, float] = {}
     for index in range(rounds):
-        settings = bench_settings(work / f"round{index}", corpus, embed_batch_size=batch_size)
+        settings = bench_settings(work / f"round{index}", corpus)  # the daemon's own batching
         counting = CountingProvider(provider)
         engine = Engine(settings, provider=counting)
         await engine.open("bench")
@@ -135,7 +135,9 @@ async def pipeline_efficiency(
         tokens = count_tokens(texts)
         rate = tokens / seconds
         loop = asyncio.get_running_loop()  # the provider's own worker thread, as in the pipeline
-        raw = await loop.run_in_executor(provider._executor, raw_rate, provider, texts, tokens, batch_size)
+        raw = await loop.run_in_executor(
+            provider._executor, raw_rate, provider, texts, tokens, raw_batch_size
+        )
         pipeline_rates.append(rate)
         raw_rates.append(raw)
         details.append(
@@ -158,7 +160,8 @@ async def pipeline_efficiency(
         "pipeline_tokens_per_s": round(sum(pipeline_rates) / len(pipeline_rates)),
         "raw_tokens_per_s": round(sum(raw_rates) / len(raw_rates)),
         "threads": provider.threads,
-        "batch_size": batch_size,
+        "raw_batch_size": raw_batch_size,
+        "pipeline_batch": [settings.embed_batch_size, settings.embed_batch_max_tokens],
         "files": len(files),
         "bytes": sum(path.stat().st_size for path in files),
         "cache_metrics": cache,

@@ -287,8 +287,9 @@ METHOD = """## Method
   share). Bytes are realistic too: thinking blocks with signatures, tool results with file
   contents (capped at TOOL_RESULT_MAX_CHARS when rendered), the `toolUseResult` copy, 1 % base64
   screenshots; so only part of the bytes is embedded text.
-- **1. Efficiency**: in one process, the pipeline (Engine, FILE_CONCURRENCY files at a time)
-  ingests a small corpus with the real provider wrapped to record every text the model embeds;
+- **1. Efficiency**: in one process, the pipeline (Engine, FILE_CONCURRENCY files at a time,
+  the daemon's default batching) ingests a small corpus with the real provider wrapped to record
+  every text the model embeds;
   then FastEmbed's own `TextEmbedding.embed(texts, batch_size=32)` runs on the same loaded
   session, in the provider's worker thread (same ONNX threads, same malloc arena), over exactly
   those texts. Rounds alternate pipeline and raw; the

@@ -414,7 +414,7 @@ def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
     variants = (("arena off", 0, {}), ("arena on", 1, {}), ("arena off + mmap", 0, MMAP_ENV))
     for variant, arena, extra in variants:
         for chunk in (64, 128, 256) if extra == {} else (128,):
-            for batch in (16, 32, 64):
+            for batch in (4, 8, 16, 32, 64):
                 result = subprocess.run(
                     [
                         sys.executable,

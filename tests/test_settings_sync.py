@@ -91,13 +91,13 @@ def test_provider_dependent_defaults_are_left_to_the_provider(tmp_path: Path) ->
 
 
 def test_check_reports_drift(tmp_path: Path) -> None:
-    broken = ENV_EXAMPLE.read_text().replace("CHUNK_MAX_TOKENS=128", "CHUNK_MAX_TOKENS=100")
+    broken = ENV_EXAMPLE.read_text().replace("CHUNK_OVERLAP_TOKENS=16", "CHUNK_OVERLAP_TOKENS=10")
     broken = broken.replace("LOG_LEVEL=INFO\n", "")
     broken = broken.replace("LOG_FORMAT=auto\n", "LOG_FORMAT=auto\n# Not a setting.\nNOT_A_SETTING=1\n")
     (tmp_path / ".env.example").write_text(broken)
     (tmp_path / "README.md").write_text(README.read_text())
     found = settings_doc.problems(tmp_path / ".env.example")
-    assert any(p.startswith("CHUNK_MAX_TOKENS: default") for p in found)
+    assert any(p.startswith("CHUNK_OVERLAP_TOKENS: default") for p in found)
     assert any(p.startswith("LOG_LEVEL: a setting missing") for p in found)
     assert any(p.startswith("NOT_A_SETTING: in .env.example but not a setting") for p in found)
     assert settings_doc.main(["--check", "--repo", str(tmp_path)]) == 1

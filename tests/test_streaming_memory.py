@@ -8,7 +8,9 @@ the file, or any large part of it, the second peak would be hundreds of MB above
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 import subprocess
 import sys
 import threading
@@ -27,12 +29,15 @@ ALLOWANCE_MB = 96  # run-to-run noise of the peak; a file held in memory would a
 def _write(path: Path, image_bytes: int, images: int) -> None:
     """The same messages, with screenshots of `image_bytes` each between them."""
     session = ClaudeSession(seed=41, session=path.stem)
+    picture = base64.b64encode(random.Random(5).randbytes(image_bytes)).decode()
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as handle:
         for index in range(images):
             if index % 10 == 0:
                 handle.write(dump(session.exchange()))
-            handle.write(dump([session.image(image_bytes)]))
+            line = session.image(0)  # the session's own randomness stays in step in both files
+            line["message"]["content"][1]["source"]["data"] = picture
+            handle.write(dump([line]))
 
 
 def _peak_rss_of_import(tmp_path: Path) -> tuple[float, dict[str, object]]:

@@ -103,7 +103,7 @@ def test_voyage_batch_defaults_are_one_full_request(tmp_path: Path) -> None:
     fastembed = load_settings(_env_file=None)
     assert (fastembed.embed_batch_size, fastembed.embed_batch_max_tokens, fastembed.queue_max_chunks) == (
         16,
-        2048,
+        512,
         256,
     )
     for model, cap in (("voyage-3.5", 320_000), ("voyage-3-large", 120_000), ("voyage-3.5-lite", 1_000_000)):

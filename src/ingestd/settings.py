@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+VOYAGE_CHUNK_TOKENS = 128
 
 
 class ConfigError(Exception):
@@ -35,7 +36,13 @@ class Settings(BaseSettings):
     # Defaults that differ per provider (see _apply_voyage_defaults): `.env.example` shows them
     # commented out, since a copy that set them would pin FastEmbed's values for Voyage too.
     PROVIDER_DEPENDENT: ClassVar[frozenset[str]] = frozenset(
-        {"embedding_model", "embed_batch_size", "embed_batch_max_tokens", "queue_max_chunks"}
+        {
+            "embedding_model",
+            "embed_batch_size",
+            "embed_batch_max_tokens",
+            "queue_max_chunks",
+            "chunk_max_tokens",
+        }
     )
 
     # --- folders -------------------------------------------------------------------------
@@ -61,11 +68,12 @@ class Settings(BaseSettings):
     embed_cpu_mem_arena: bool = False
     onnx_threads: int = Field(default=0, ge=0)
     thread_pool_workers: int = Field(default=1, ge=1, le=16)
-    # Measured (docs/performance.md): batch 16 is as fast as 32 or 64 at 128-token chunks and
-    # halves the per-call memory peak, which follows batch x longest chunk. These two are
-    # FastEmbed's defaults; for Voyage, unset, they become one full request (see below).
+    # Measured (docs/performance.md): on 2 CPUs batches of 4 to 32 chunks embed at about the
+    # same tokens/s, while the per-call memory peak follows batch x longest chunk; 512 tokens
+    # kept a 500 MB transcript's peak within 64 MB of the idle daemon. These two are FastEmbed's
+    # defaults; for Voyage, unset, they become one full request (see below).
     embed_batch_size: int = Field(default=16, ge=1, le=1000)
-    embed_batch_max_tokens: int = Field(default=2048, ge=16)
+    embed_batch_max_tokens: int = Field(default=512, ge=16)
     embed_idle_unload_seconds: float = Field(default=900.0, ge=0)
     embed_cache_max_entries: int = Field(default=200_000, ge=0)
     voyage_api_key: SecretStr | None = None
@@ -76,7 +84,10 @@ class Settings(BaseSettings):
     redact_secrets: bool | None = None
 
     # --- chunking ------------------------------------------------------------------------
-    chunk_max_tokens: int = Field(default=128, ge=16)
+    # Measured with the benchmark's quality guard: recall@5 of a sentence query was 0.93 at 128
+    # tokens, 0.94 at 96 and 0.955 at 64 (real sessions: 0.685, 0.75, 0.77), and 64-token
+    # chunks embed ~20 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
+    chunk_max_tokens: int = Field(default=64, ge=16)
     chunk_overlap_tokens: int = Field(default=16, ge=0)
     tool_result_max_chars: int = Field(default=2000, ge=0)
     include_thinking: bool = False
@@ -168,6 +179,8 @@ class Settings(BaseSettings):
         from ingestd.embedding.voyage import batch_defaults, check_settings
 
         given = set(self.model_fields_set)  # a copy: the assignments below add to the live set
+        if "chunk_max_tokens" not in given:
+            self.chunk_max_tokens = VOYAGE_CHUNK_TOKENS
         self.embedding_model = check_settings(
             self.embedding_model,
             "embedding_model" in given,
