@@ -192,3 +192,35 @@ def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+async def test_deleted_state_is_rebuilt_from_qdrant_without_stale_generations(
+    tmp_path: Path, counting: CountingProvider, events: Events
+) -> None:
+    """Someone deletes state.json and its backup: the files' generations come back from Qdrant,
+    so a file rewritten once (generation 1) is not re-ingested as generation 0 beside its points."""
+    settings = make_settings(tmp_path, embed_cache_max_entries=0)
+    paths, embedded, points = await _first_pass(settings, counting)
+    rewritten = paths[0]
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    write_transcript(rewritten, seed=99, exchanges=3)  # a new head: a rewrite, generation 1
+    assert (await _ingest_all(engine, [rewritten]))[rewritten.name] == "done"
+    points = {kind: await engine.store.count(kind) for kind in points}
+    embedded = len(counting.texts)
+    await engine.close()
+    settings.state_file.unlink()
+    (settings.state_dir / "state.json.bak").unlink()
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        rebuilt = [e for e in events() if e["event"] == "state.rebuilt"]
+        assert rebuilt and rebuilt[0]["files"] == len(paths)
+        record = engine.state.get(str(rewritten))
+        assert record is not None and record.generation == 1
+        assert set((await _ingest_all(engine, paths)).values()) == {"done"}
+        assert len(counting.texts) == embedded, "nothing Qdrant holds is embedded again"
+        assert {k: await engine.store.count(k) for k in points} == points, "no stale generation"
+    finally:
+        await engine.close()

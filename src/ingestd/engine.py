@@ -72,8 +72,8 @@ class Engine:
                 reason=report.problem,
                 outcome="recovered" if report.source == "backup" else "rebuilt",
             )
-            if report.source == "new":
-                await self._rebuild_state_when_ready()
+        if report.source == "new":  # unreadable, or deleted: Qdrant may still hold the points
+            await self._rebuild_state_when_ready()
         self.state.meta.update(model=self.provider.fingerprint, store=self.store.location)
         await self.pipeline._with_store_retry("connect", ["-"], self.store.ensure_collections)
         self.pipeline.start()
@@ -84,7 +84,8 @@ class Engine:
 
         await self.pipeline._with_store_retry("connect", ["-"], self.store.ensure_collections)
         files = await rebuild_state(self.store, self.state)
-        log.warning("state.rebuilt", path=str(self.state.path), files=files, outcome="rebuilt from Qdrant")
+        if files:
+            log.warning("state.rebuilt", path=str(self.state.path), files=files, outcome="rebuilt from Qdrant")
 
     async def close(self) -> None:
         await self.pipeline.stop()
