@@ -39,11 +39,7 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
             _row("2. corpus: chunks/s", c["chunks_per_s"], note=f"{c['chunks']} chunks"),
             _row("2. corpus: MB/min", c["mb_per_min"], note=f"{c['seconds']} s spawn to exit"),
             _row("2. corpus: peak RSS (MB)", c["peak_rss_mb"], note="`ingestd import` process"),
-            _row(
-                "2. corpus: 40 MB extrapolated (min)",
-                round(40 / c["mb_per_min"], 1),
-                note="at this run's MB/min",
-            ),
+            _row("2. corpus: minutes until searchable", round(c["seconds"] / 60, 1), note="spawn to exit"),
         ]
         if c.get("cache_hit_rate") is not None:
             rows.append(_row("10. embedding cache hit rate (corpus)", c["cache_hit_rate"]))
@@ -135,6 +131,17 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 f"EMBED_IDLE_UNLOAD_SECONDS={i['idle_unload_seconds']}",
             ),
             _row("7. cold start → first searchable (s)", i["first_searchable_s"]),
+            *(
+                [
+                    _row(
+                        "7. floor: `import qdrant_client` alone (MB)",
+                        floor["qdrant_client"],
+                        note="fresh interpreter",
+                    )
+                ]
+                if (floor := i.get("import_floor_mb"))
+                else []
+            ),
         ]
     if sw := r.get("sweep"):
         best = max((x for x in sw if _variant(x) == "arena off"), key=lambda x: x["tokens_per_s"])

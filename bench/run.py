@@ -33,7 +33,7 @@ FULL: dict[str, Any] = {
     "efficiency_rounds": 3,
     "efficiency_bytes": 150_000,
     "corpus_files": 200,
-    "corpus_mb": 5.0,
+    "corpus_mb": 40.0,
     "quality_queries": 200,
     "append_transcript_bytes": 2_000_000,
     "live_appends": 100,

@@ -401,7 +401,18 @@ def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
         "rss_after_unload_mb": round(idle_rss, 1),
         "uss_after_unload_mb": round(idle_uss, 1),
         "rss_at_ready_mb": round(rss_ready, 1),
+        "import_floor_mb": import_floor(),
     }
+
+
+def import_floor() -> dict[str, float]:
+    """RSS of a fresh interpreter after one import: the floor under any idle daemon."""
+    out = {}
+    for module in ("sys", "numpy", "onnxruntime", "fastembed", "qdrant_client", "ingestd.daemon"):
+        code = f"import {module}, psutil; print(psutil.Process().memory_info().rss / 1e6)"
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out[module] = round(float(result.stdout.strip()), 1)
+    return out
 
 
 # --- 9. raw FastEmbed sweep -----------------------------------------------------------------
