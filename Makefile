@@ -43,7 +43,7 @@ bench: install ## benchmarks: bench/results.json, plots, summary table
 lint: install ## ruff, mypy, hadolint, compose validation, settings docs in step
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
-	$(BIN)/mypy
+	$(BIN)/mypy src tests bench
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/python -m ingestd.settings_doc --check

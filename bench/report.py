@@ -310,16 +310,23 @@ METHOD = """## Method
 - **4. Drop→searchable**: each Markdown note is written elsewhere and renamed into the watched
   folder; the clock stops when `/api/search` with a sentence of the note returns it.
 - **5. Soak**: `ingestd run`; 100 small notes at a time are dropped, and after the daemon has
-  finished them its RSS is sampled (median of 5 samples over 0.5 s).
+  finished them its RSS is sampled (median of 5 samples over 0.5 s) with the points stored.
+  Embedded Qdrant holds every point in the daemon's own memory (a Qdrant server holds them in
+  its own): afterwards a fresh process opens the same store and measures what it costs per
+  point (`bench/procs.py: embedded_store_share`), and the "less embedded store" rows take
+  points × that cost off each sample.
 - **6. Large file**: the daemon loads the model (one search), idles 3 s (baseline = RSS then),
   then a 500 MB transcript is hard-linked into the watched folder and RSS is sampled every
   0.1 s for a fixed window; embedding all of it on 2 CPUs would take hours, so the window covers
   the read/parse/chunk/embed/store loop in steady state, not the whole file. Run twice: glibc
-  defaults, and with `MALLOC_MMAP_THRESHOLD_=131072`.
+  defaults, and with `MALLOC_MMAP_THRESHOLD_=131072`. The "less embedded store" row takes off
+  what the points stored in the window cost embedded Qdrant, measured as in the soak.
 - **7. Idle**: the daemon starts with one note present; cold start is spawn → the note is
   returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0.
-- **8. Quality**: sentences (≥ 8 words) of 200 random user/assistant messages of the corpus;
-  a query counts as found when a top-5 hit is a chunk of the same file containing the sentence.
+  The import floor is the RSS of a fresh interpreter after one `import` each.
+- **8. Quality**: sentences (≥ 8 words; a sentence ends at . ? ! or a line break) of 200
+  random user/assistant messages of the corpus; a query counts as found when a top-5 hit is a
+  chunk of the same file containing the sentence verbatim.
 - **9. Sweep**: one process per setting (`bench/rawembed.py`); peak RSS is `ru_maxrss`. The
   A/B table alternates arena off/on processes to cancel drifting load.
 - **10. Cache**: after the corpus import, distinct vectors in the embedding cache vs chunks

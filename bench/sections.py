@@ -235,7 +235,7 @@ def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
     daemon = DaemonProc(
         ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0), work / "d.log"
     )
-    samples: list[tuple[int, float, float]] = []  # files, rss MB, seconds
+    samples: list[tuple[int, float, float, int]] = []  # files, rss MB, seconds, points stored
     try:
         daemon.wait_ready()
         started = time.monotonic()
@@ -422,7 +422,11 @@ MMAP_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}  # glibc: big blocks always mmap
 def sweep(tokens: int, threads: int) -> list[dict[str, Any]]:
     """Every chunk × batch size with the arena off and on; chunk 128 with a fixed glibc mmap threshold."""
     out = []
-    variants = (("arena off", 0, {}), ("arena on", 1, {}), ("arena off + mmap", 0, MMAP_ENV))
+    variants: tuple[tuple[str, int, dict[str, str]], ...] = (
+        ("arena off", 0, {}),
+        ("arena on", 1, {}),
+        ("arena off + mmap", 0, MMAP_ENV),
+    )
     for variant, arena, extra in variants:
         for chunk in (64, 128, 256) if extra == {} else (128,):
             for batch in (4, 8, 16, 32, 64):

@@ -119,23 +119,29 @@ def counting(provider: FastEmbedProvider) -> CountingProvider:
     return CountingProvider(provider)
 
 
+@contextlib.asynccontextmanager
+async def engine_with(tmp_path: Path, counting: CountingProvider, **overrides: Any) -> AsyncIterator[Engine]:
+    """An open engine on the shared model with these settings; closed on the way out."""
+    engine = Engine(make_settings(tmp_path, **overrides), provider=counting)
+    await engine.open("test")
+    try:
+        yield engine
+    finally:
+        await engine.close()
+
+
 @pytest.fixture
 async def engine(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[Engine]:
-    settings = make_settings(tmp_path)
-    engine = Engine(settings, provider=counting)
-    await engine.open("test")
-    yield engine
-    await engine.close()
+    async with engine_with(tmp_path, counting) as opened:
+        yield opened
 
 
 @pytest.fixture
 async def uncached(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[Engine]:
     """An engine without the embedding cache, so `counting` sees every chunk that is embedded
     again (with the cache on, re-embedding the same text is a cache hit and invisible)."""
-    engine = Engine(make_settings(tmp_path, embed_cache_max_entries=0), provider=counting)
-    await engine.open("test")
-    yield engine
-    await engine.close()
+    async with engine_with(tmp_path, counting, embed_cache_max_entries=0) as opened:
+        yield opened
 
 
 async def ingest(engine: Engine, path: Path, limit_s: float | None = None) -> Outcome:
@@ -227,6 +233,16 @@ def run_cli(
         timeout=timeout,
         **options,
     )
+
+
+def announced_port(state_dir: Path, limit_s: float = 60) -> int:
+    """The HTTP port a starting daemon writes to `daemon.json` (it appears once it listens)."""
+    info = state_dir / "daemon.json"
+    deadline = time.monotonic() + limit_s
+    while not info.exists():
+        assert time.monotonic() < deadline, "the daemon never announced its port"
+        time.sleep(0.1)
+    return int(json.loads(info.read_text())["port"])
 
 
 def start_cli(env: dict[str, str], *args: str, cwd: Path, **options: Any) -> subprocess.Popen[Any]:

@@ -187,7 +187,8 @@ class LogReader(threading.Thread):
 
     def __init__(self, proc: subprocess.Popen[str]) -> None:
         super().__init__(daemon=True)
-        self.proc, self.lines, self.ready, self.working = proc, [], threading.Event(), threading.Event()
+        self.lines: list[str] = []
+        self.proc, self.ready, self.working = proc, threading.Event(), threading.Event()
         self.start()
 
     def run(self) -> None:

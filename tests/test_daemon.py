@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CountingProvider, make_settings, run_cli, start_cli, subprocess_env, until
+from conftest import (
+    CountingProvider,
+    announced_port,
+    make_settings,
+    run_cli,
+    start_cli,
+    subprocess_env,
+    until,
+)
 from generators import ClaudeSession, dump, markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
@@ -112,10 +120,7 @@ def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> No
     env = subprocess_env(tmp_path)
     daemon = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        info = tmp_path / "state" / "daemon.json"
-        deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        announced_port(tmp_path / "state")
         session = ClaudeSession(41, "live")
         path = tmp_path / "conv" / "proj" / "live.jsonl"
         path.parent.mkdir(parents=True)

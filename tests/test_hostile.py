@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 import ingestd.pipeline
+import ingestd.reader
 from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from hostile_corpus import KINDS, MB, Kind, Options, build, permission_denied, swap_body
@@ -54,7 +55,7 @@ async def ingest(engine: Engine, path: Path) -> Outcome | None:
 
 def _hook_reads(monkeypatch: pytest.MonkeyPatch, target: Path, kind: Kind) -> list[int]:
     """Strike the file after the reader has yielded its first line (a real read in progress)."""
-    original = ingestd.pipeline.read_lines
+    original = ingestd.reader.read_lines  # what the pipeline calls, kept to delegate to
     struck: list[int] = []
     action = kind.during_read
     assert action is not None

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import ingestd.pipeline
+import ingestd.reader
 from conftest import CountingProvider, ingest, make_settings, until
 from generators import paragraph, write_transcript
 from ingestd.engine import Engine
@@ -78,7 +79,7 @@ async def test_cancel_while_every_chunk_is_acknowledged_does_not_mark_the_file_d
     engine = uncached
     path = engine.settings.conversations_dirs[0] / "p" / "paused.jsonl"
     write_transcript(path, seed=6, exchanges=30)
-    original = ingestd.pipeline.read_lines
+    original = ingestd.reader.read_lines  # what the pipeline calls, kept to delegate to
     paused = asyncio.Event()
 
     async def pausing(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:

@@ -194,8 +194,9 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         provider.gate.set()  # the first batch held good-0; the rest now share one batch
         await asyncio.wait_for(asyncio.gather(*(job.done.wait() for job in jobs)), 60)
         outcomes = {Path(job.key).name: job.outcome for job in jobs}
-        assert all(outcomes[p.name] and outcomes[p.name].status == "done" for p in good), outcomes
-        assert outcomes["poison.md"] is not None and outcomes["poison.md"].status == "quarantined"
+        statuses = {name: outcome.status if outcome else None for name, outcome in outcomes.items()}
+        assert all(statuses[p.name] == "done" for p in good), outcomes
+        assert statuses["poison.md"] == "quarantined", outcomes
         # One mixed batch, then the culprit alone within the budget of RETRY_MAX_ATTEMPTS.
         assert provider.mixed_calls == 1
         assert provider.poisoned_calls == 1 + settings.retry_max_attempts

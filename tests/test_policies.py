@@ -9,14 +9,12 @@ embedded Qdrant.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import CountingProvider, ingest, make_settings
+from conftest import CountingProvider, engine_with, ingest
 from ingestd.engine import Engine
 
 SESSION = "5b1e2c3d-4f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -57,16 +55,6 @@ def markdown(topic: str) -> str:
         body = f"Step {n} of the {topic} runbook: check the queue depth, then the worker logs. " * 4
         sections.append(f"## Step {n}\n\n{body}")
     return "\n\n".join(sections) + "\n"
-
-
-@asynccontextmanager
-async def engine_with(tmp_path: Path, counting: CountingProvider, **overrides: Any) -> AsyncIterator[Engine]:
-    engine = Engine(make_settings(tmp_path, **overrides), provider=counting)
-    await engine.open("test")
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 async def put_document(engine: Engine, name: str) -> tuple[Path, int]:

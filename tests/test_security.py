@@ -13,10 +13,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from conftest import CountingProvider, make_settings, run_cli, start_cli, subprocess_env
+from conftest import CountingProvider, announced_port, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from ingestd.pipeline import Outcome
 from ingestd.settings import Settings
 
 QDRANT_KEY = "qdrant-key-4f9d2c7e1b"
@@ -71,9 +72,8 @@ async def test_paths_outside_the_roots_are_refused(engine: Engine, tmp_path: Pat
         if path.parent == outside:
             assert result is None, "a path outside every root is not ours"
         else:
-            assert result is not None and result.status == "skipped" and "outside" in (result.reason or ""), (
-                result
-            )  # type: ignore[union-attr]
+            assert isinstance(result, Outcome), result
+            assert result.status == "skipped" and "outside" in (result.reason or ""), result
     rows = await engine.store.scroll_all("documents", ["text"])
     assert all("vault code" not in str(p["text"]) for _, p in rows)
 
@@ -104,11 +104,8 @@ def _daemon_outputs(env: dict[str, str], tmp_path: Path, bad: Path) -> list[str]
     """/health, `ingestd status` through the daemon, and the daemon's log, after `bad` failed."""
     daemon = start_cli(env, "run", cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        info = tmp_path / "state" / "daemon.json"
+        url = f"http://127.0.0.1:{announced_port(tmp_path / 'state')}/health"
         deadline = time.monotonic() + 60
-        while not info.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        url = f"http://127.0.0.1:{json.loads(info.read_text())['port']}/health"
         bad.write_bytes(b"not a pdf either\n")
         health: dict[str, object] = {}
         while time.monotonic() < deadline and not health.get("last_error"):

@@ -96,7 +96,10 @@ def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     process = _start(env, tmp_path, first_log)
     try:
-        ingested = lambda: sum(1 for e in _events(first_log) if e["event"] == "file.ingested")  # noqa: E731
+
+        def ingested() -> int:
+            return sum(1 for e in _events(first_log) if e["event"] == "file.ingested")
+
         _wait(lambda: ingested() >= 3, 120, process)
         assert ingested() < len(paths), "the import finished before the signal: make the corpus larger"
         assert _stop(process) < 10

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import ingestd.state
 from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.engine import Engine
@@ -154,7 +153,7 @@ async def test_enospc_keeps_previous_state(
     def full(_: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(ingestd.state.os, "fsync", full)
+    monkeypatch.setattr("ingestd.state.os.fsync", full)
     engine.save_state()  # must not raise
     assert engine.state.path.read_bytes() == before, "the previous state must stay intact"
     assert engine.state.dirty, "still dirty: the next flush tries again"

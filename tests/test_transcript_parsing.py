@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import CountingProvider, Events, ingest, make_settings
+from conftest import CountingProvider, Events, engine_with, ingest
 from ingestd.engine import Engine
 from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.transcripts import TranscriptParser, session_of
@@ -572,16 +571,6 @@ def write(path: Path, lines: Iterable[Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(jsonl(lines))
     return path
-
-
-@asynccontextmanager
-async def engine_with(tmp_path: Path, counting: CountingProvider, **overrides: Any) -> AsyncIterator[Engine]:
-    engine = Engine(make_settings(tmp_path, **overrides), provider=counting)
-    await engine.open("test")
-    try:
-        yield engine
-    finally:
-        await engine.close()
 
 
 async def test_claude_session_end_to_end_payloads(engine: Engine, counting: CountingProvider) -> None:

@@ -85,7 +85,9 @@ class Engine:
         await self.pipeline._with_store_retry("connect", ["-"], self.store.ensure_collections)
         files = await rebuild_state(self.store, self.state)
         if files:
-            log.warning("state.rebuilt", path=str(self.state.path), files=files, outcome="rebuilt from Qdrant")
+            log.warning(
+                "state.rebuilt", path=str(self.state.path), files=files, outcome="rebuilt from Qdrant"
+            )
 
     async def close(self) -> None:
         await self.pipeline.stop()
