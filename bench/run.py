@@ -30,8 +30,8 @@ from procs import load_average  # noqa: E402
 SECTIONS = ("sweep", "arena_ab", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
 FULL: dict[str, Any] = {
     "sweep_tokens": 4096,
-    "efficiency_rounds": 3,
-    "efficiency_bytes": 150_000,
+    "efficiency_rounds": 5,
+    "efficiency_bytes": 600_000,
     "corpus_files": 200,
     "corpus_mb": 40.0,
     "quality_queries": 200,

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import CountingProvider, captured_logs, make_settings, until
-from generators import markdown_document, write_transcript
+from generators import markdown_document, transcript_of_size, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
 from voyage_server import VoyageServer
@@ -266,5 +266,21 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
         assert daemon._queued_at == {}, "finished jobs are forgotten"
     finally:
         gated.gate.set()
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
+
+
+async def test_progress_counts_the_chunks_of_a_file_still_being_read(
+    tmp_path: Path, counting: CountingProvider, logs: list[MutableMapping[str, Any]]
+) -> None:
+    """A long transcript takes minutes: its stored chunks show before the file is finished."""
+    daemon, task = await start(tmp_path, counting, progress_log_seconds=0.3)
+    try:
+        path = daemon.settings.conversations_dirs[0] / "p" / "long.jsonl"
+        transcript_of_size(path, seed=44, size=3_000_000)
+        await until(lambda: any(e["event"] == "progress" and e["chunks_done"] > 0 for e in logs), 120)
+        line = next(e for e in logs if e["event"] == "progress" and e["chunks_done"] > 0)
+        assert line["files_done"] == 0 and line["in_flight"] == 1, line
+    finally:
         daemon.request_stop()
         assert await asyncio.wait_for(task, 15) == 0

@@ -574,6 +574,7 @@ class Pipeline:
                 self.metrics.upsert_seconds.observe(time.monotonic() - started)
             for item, _ in live:
                 item.job.embedded += 1
+                self.totals["chunks_embedded"] += 1  # as stored, so a big file's progress shows
                 self.metrics.chunks_embedded.inc()
                 self.metrics.tokens_embedded.inc(item.chunk.tokens)
                 self._acknowledge(item.job, item.chunk)
@@ -749,7 +750,6 @@ class Pipeline:
             job.key, job.target.kind, status, reason, job.record.chunks, job.embedded, job.reused, seconds
         )
         self.totals[status] += 1
-        self.totals["chunks_embedded"] += job.embedded
         self.metrics.files.labels(job.target.kind, status).inc()
         if status != "done":
             self.metrics.failures.labels(_reason_label(reason)).inc()
