@@ -110,7 +110,7 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 _row(
                     "6. embedded Qdrant's share, measured alone (MB)",
                     store["mb"],
-                    note=f"the {store['points']} points stored in the window, {store['kb_per_point']} KB each",
+                    note=f"{store['points']} points stored in the window, {store['kb_per_point']} KB each",
                 )
             )
     if (mm := (big or {}).get("mmap_threshold")) and big:

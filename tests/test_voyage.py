@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import ingest, make_settings
+from conftest import Events, ingest, make_settings
 from generators import dump, markdown_document, write_transcript
 from ingestd.embedding import EmbeddingError, build_provider
 from ingestd.embedding.voyage import (
@@ -395,7 +395,9 @@ async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, s
     assert (await ingest(engine, path, limit_s=30)).status == "done"
 
 
-async def test_rate_limited_file_recovers(voyage_engine: Engine, server: VoyageServer) -> None:
+async def test_rate_limited_file_recovers(
+    voyage_engine: Engine, server: VoyageServer, events: Events
+) -> None:
     engine = voyage_engine
     path = engine.settings.conversations_dirs[0] / "p" / "r.jsonl"
     write_transcript(path, seed=4, exchanges=1)
@@ -403,6 +405,8 @@ async def test_rate_limited_file_recovers(voyage_engine: Engine, server: VoyageS
     outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "done"
     assert [r.status for r in server.requests] == [429, 429, 429, 200]
+    retries = [e for e in events() if e["event"] == "voyage.retry"]
+    assert retries and all(e["path"] == str(path) for e in retries), "the provider's retries name the file"
 
 
 async def test_bad_key_halts_embedding_and_degrades_health(

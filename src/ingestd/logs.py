@@ -10,6 +10,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 import structlog
@@ -44,6 +45,12 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
     return event
 
 
+def _name_the_file(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Every line has a `path`: the file (or files) it concerns, bound by the caller, else "-"."""
+    event.setdefault("path", "-")
+    return event
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     """Configure structlog once per process; safe to call again (tests, CLI subcommands)."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
@@ -55,6 +62,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            _name_the_file,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
@@ -70,3 +78,8 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+def concerning(path: str) -> AbstractContextManager[None]:
+    """Lines logged inside (by any module, a provider say) name `path` unless they name their own."""
+    return structlog.contextvars.bound_contextvars(path=path)

@@ -28,7 +28,7 @@ from ingestd.chunker import Chunk, Packer
 from ingestd.discovery import Target
 from ingestd.embed_cache import EmbeddingCache
 from ingestd.embedding import EmbeddingError, EmbeddingProvider
-from ingestd.logs import get_logger
+from ingestd.logs import concerning, get_logger
 from ingestd.metrics import Metrics
 from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.documents import (
@@ -494,7 +494,7 @@ class Pipeline:
     async def _embed_fresh(self, batch: list[Pending]) -> list[list[float] | None]:
         """Vectors for the batch; None where a file's embedding failed for good (quarantined)."""
         try:
-            return list(await self._embed_texts([item.chunk.text for item in batch]))
+            return list(await self._embed_texts(batch))
         except EmbeddingError as exc:
             if await self._halt_if_fatal(exc, batch):
                 return await self._embed_fresh(batch)
@@ -530,15 +530,17 @@ class Pipeline:
                 )
                 await asyncio.sleep(delay)
             try:
-                return list(await self._embed_texts([item.chunk.text for item in batch]))
+                return list(await self._embed_texts(batch))
             except EmbeddingError as exc:
                 if await self._halt_if_fatal(exc, batch):
                     continue
                 error, attempt = exc, attempt + 1
 
-    async def _embed_texts(self, texts: list[str]) -> list[list[float]]:
+    async def _embed_texts(self, batch: list[Pending]) -> list[list[float]]:
         started = time.monotonic()
-        vectors = await self.provider.embed_documents(texts)
+        files = ",".join(dict.fromkeys(item.job.key for item in batch))
+        with concerning(files):  # the provider's own log lines (retries, splits) name the files
+            vectors = await self.provider.embed_documents([item.chunk.text for item in batch])
         self.metrics.embed_seconds.observe(time.monotonic() - started)
         self.metrics.model_loaded.set(1 if self.provider.loaded else 0)
         self.last_work = time.monotonic()

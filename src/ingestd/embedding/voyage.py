@@ -335,7 +335,7 @@ class VoyageProvider(EmbeddingProvider):
         data = text.encode("utf-8")
         if len(data) <= limit:
             return text
-        log.warning("voyage.clipped", path="-", bytes=len(data), kept=limit, outcome="clipped")
+        log.warning("voyage.clipped", bytes=len(data), kept=limit, outcome="clipped")
         return data[:limit].decode("utf-8", "ignore")
 
     async def _send(self, texts: list[str], estimates: list[int], input_type: str) -> list[list[float]]:
@@ -350,7 +350,6 @@ class VoyageProvider(EmbeddingProvider):
             half = len(texts) // 2
             log.warning(
                 "voyage.split",
-                path="-",
                 texts=len(texts),
                 estimate=sum(estimates),
                 reason=str(exc),
@@ -392,7 +391,6 @@ class VoyageProvider(EmbeddingProvider):
             delay = self._delay(attempt, failure.retry_after)
             log.warning(
                 "voyage.retry",
-                path="-",
                 status=failure.status,
                 attempt=attempt,
                 delay_s=round(delay, 2),
