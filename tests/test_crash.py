@@ -35,5 +35,6 @@ def test_sigkill_equivalence_bounded(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 50 kills and restarts take longer than the suite's 300 s per test
 def test_sigkill_equivalence_soak(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     check(run(tmp_path, kills=50, seed=11, max_seconds=3000), capsys)
