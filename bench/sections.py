@@ -341,7 +341,6 @@ def _large_once(work: Path, source: Path, size: int, window: float, extra: dict[
     store = embedded_store_share(state)
     return {
         "embedded_store": store,
-        "peak_minus_baseline_less_store_mb": round(peak - baseline - store["mb"], 1),
         "file_bytes": size,
         "environment": extra,
         "window_s": window,

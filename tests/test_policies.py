@@ -8,13 +8,13 @@ embedded Qdrant.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conftest import CountingProvider, engine_with, ingest
+from generators import ClaudeSession, dump
 from ingestd.engine import Engine
 
 SESSION = "5b1e2c3d-4f60-4a7b-8c9d-0e1f2a3b4c5d"
@@ -22,31 +22,15 @@ SESSION = "5b1e2c3d-4f60-4a7b-8c9d-0e1f2a3b4c5d"
 
 def transcript_lines(session: str, topic: str, turns: int = 4) -> bytes:
     """A small Claude Code transcript, several chunks long."""
+    claude = ClaudeSession(seed=len(topic), session=session, cwd="/home/dev/retry-lab")
     lines: list[dict[str, Any]] = []
     for n in range(turns):
-        for role, text in (
-            ("user", f"Question {n} about {topic}: why does the retry loop time out under load? " * 3),
-            (
-                "assistant",
-                f"Answer {n} on {topic}: the backoff ceiling is too low, raise it and add jitter. " * 3,
-            ),
-        ):
-            lines.append(
-                {
-                    "parentUuid": None,
-                    "isSidechain": False,
-                    "userType": "external",
-                    "cwd": "/home/dev/retry-lab",
-                    "sessionId": session,
-                    "version": "2.0.37",
-                    "gitBranch": "main",
-                    "type": role,
-                    "message": {"role": role, "content": text},
-                    "uuid": f"{topic}-{n}-{role}",
-                    "timestamp": f"2025-11-12T18:{n:02d}:00.000Z",
-                }
-            )
-    return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+        lines.append(
+            claude.user(f"Question {n} about {topic}: why does the retry loop time out under load? " * 3)
+        )
+        answer = f"Answer {n} on {topic}: the backoff ceiling is too low, raise it and add jitter. " * 3
+        lines.append(claude.assistant([{"type": "text", "text": answer}]))
+    return dump(lines)
 
 
 def markdown(topic: str) -> str:

@@ -19,7 +19,7 @@ import pytest
 from conftest import CountingProvider, Events, engine_with, ingest
 from ingestd.engine import Engine
 from ingestd.parsers.claude import RenderOptions
-from ingestd.parsers.transcripts import TranscriptParser, session_of
+from ingestd.parsers.transcripts import FileIdentity, TranscriptParser
 from ingestd.parsers.units import Unit
 from ingestd.reader import Line
 
@@ -397,7 +397,7 @@ def test_top_level_agent_file_uses_the_session_id_inside_its_lines() -> None:
     # Without a sessionId in any line, the chunk falls back to the file's name.
     (unit,) = parse(path, ROOT, [{"type": "summary", "summary": "Found 3 TODOs", "leafUuid": "a-2"}])[0]
     assert "session" not in unit.meta
-    assert session_of(path, ROOT, unit.meta.get("session")) == "agent-test123"
+    assert FileIdentity.of(path, ROOT).payload(unit.meta)["session"] == "agent-test123"
 
 
 def test_summary_after_messages_in_agent_file_stays_in_the_parent_session() -> None:

@@ -42,7 +42,7 @@ from ingestd.parsers.documents import (
     pdf_units,
     sniff_text,
 )
-from ingestd.parsers.transcripts import TranscriptParser
+from ingestd.parsers.transcripts import FileIdentity, TranscriptParser
 from ingestd.parsers.units import Unit
 from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, read_lines
 from ingestd.settings import Settings
@@ -91,6 +91,7 @@ class FileJob:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     outcome: Outcome | None = None
     bytes_read: int = 0
+    identity: FileIdentity | None = None  # a transcript's project and session, for its payloads
 
     @property
     def key(self) -> str:
@@ -299,6 +300,7 @@ class Pipeline:
     async def _read_transcript(self, job: FileJob, packer: Packer) -> int:
         target, record = job.target, job.record
         parser = TranscriptParser(target.path, target.root, self.options)
+        job.identity = parser.identity
         if record.resume_offset > 0:
             first = await asyncio.to_thread(_first_line, target.real, self.settings.max_line_bytes)
             parser.prime(first)
@@ -384,14 +386,15 @@ class Pipeline:
         if self.redactor is None:
             return unit
         unit.text, count = self.redactor(unit.text)
-        meta = dict(unit.meta)  # units of one HTML file share their meta dict: never mutate it
+        cleaned: dict[str, Any] = {}
         for key, value in unit.meta.items():
             if isinstance(value, str):
-                meta[key], found = self.redactor(value)
-                count += found
-        if count:
-            meta["redactions"] = int(meta.get("redactions", 0) or 0) + count
-        unit.meta = meta
+                clean, found = self.redactor(value)
+                if found:
+                    cleaned[key], count = clean, count + found
+        if count:  # a new dict: units of one HTML file share their meta dict
+            redactions = int(unit.meta.get("redactions") or 0) + count
+            unit.meta = {**unit.meta, **cleaned, "redactions": redactions}
         return unit
 
     # --- chunks out ----------------------------------------------------------------------
@@ -584,21 +587,9 @@ class Pipeline:
     def _point(self, item: Pending, vector: list[float]) -> models.PointStruct:
         job, chunk = item.job, item.chunk
         record = job.record
-        identity: dict[str, Any] = {}
-        if job.target.kind == "conversations":
-            from ingestd.parsers.transcripts import project_of, session_of
-
-            cwd = chunk.meta.get("cwd")
-            cwd = cwd if isinstance(cwd, str) and cwd.strip("/") else None
-            identity = {
-                "project": project_of(job.target.path, job.target.root, cwd),
-                "session": session_of(job.target.path, job.target.root, chunk.meta.get("session")),
-            }
-            if cwd:
-                identity["project_name"] = cwd.rstrip("/").rsplit("/", 1)[-1]
         payload: dict[str, Any] = {
             **chunk.meta,
-            **identity,
+            **(job.identity.payload(chunk.meta) if job.identity else {}),
             "path": payload_path(job.key),
             "kind": job.target.kind,
             "generation": record.generation,

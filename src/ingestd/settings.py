@@ -69,8 +69,8 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(default=0, ge=0)
     thread_pool_workers: int = Field(default=1, ge=1, le=16)
     # Measured (docs/performance.md): on 2 CPUs batches of 4 to 32 chunks embed at about the
-    # same tokens/s, while the per-call memory peak follows batch x longest chunk; 512 tokens
-    # kept a 500 MB transcript's peak within 64 MB of the idle daemon. These two are FastEmbed's
+    # same tokens/s, while the per-call memory peak follows batch x longest chunk; in a 50 MB
+    # transcript A/B, 512 tokens peaked lowest at the same speed. These two are FastEmbed's
     # defaults; for Voyage, unset, they become one full request (see below).
     embed_batch_size: int = Field(default=16, ge=1, le=1000)
     embed_batch_max_tokens: int = Field(default=512, ge=16)
@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # --- chunking ------------------------------------------------------------------------
     # Measured with the benchmark's quality guard: recall@5 of a sentence query was 0.93 at 128
     # tokens, 0.94 at 96 and 0.955 at 64 (real sessions: 0.685, 0.75, 0.77), and 64-token
-    # chunks embed ~20 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
+    # chunks embed 20-35 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
     chunk_max_tokens: int = Field(default=64, ge=16)
     chunk_overlap_tokens: int = Field(default=16, ge=0)
     tool_result_max_chars: int = Field(default=2000, ge=0)

@@ -127,11 +127,11 @@ def check_settings(model: str, model_given: bool, dimension: int | None, chunk_m
 def batch_defaults(model: str) -> tuple[int, int]:
     """EMBED_BATCH_SIZE and EMBED_BATCH_MAX_TOKENS for Voyage when not set: one full request.
 
-    The pipeline's FastEmbed defaults (16 chunks, 2,048 tokens) are sized for CPU memory and
-    would cap every request at 16 texts, which a free-tier account (3 RPM) cannot afford. The
-    token figure is the model's request cap less `PROMPT_OVERHEAD` per text: the margin for the
-    input-type prompt and special tokens that the pipeline's chunk counts leave out. The provider
-    still plans each request by its byte bound, so no request exceeds the cap whatever is set.
+    The pipeline's FastEmbed defaults are sized for CPU memory and would cap every request at
+    16 texts, which a free-tier account (3 RPM) cannot afford. The token figure is the model's
+    request cap less `PROMPT_OVERHEAD` per text: the margin for the input-type prompt and special
+    tokens that the pipeline's chunk counts leave out. The provider still plans each request by
+    its byte bound, so no request exceeds the cap whatever is set.
     """
     spec = MODELS[model]
     return MAX_TEXTS, spec.batch_tokens - MAX_TEXTS * PROMPT_OVERHEAD

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,43 +24,50 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]")
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
-def session_identity(path: Path, root: Path) -> dict[str, str | None]:
-    """Project and session from the folder layout; subagent files join their parent session.
+@dataclass(frozen=True, slots=True)
+class FileIdentity:
+    """Project and session of one transcript file, from its place under the root.
 
     The layout is authoritative for `<session>.jsonl` and `<session>/subagents/…`; for
     `agent-*.jsonl` and Codex rollouts the lines know better (sessionId, session_meta), and the
-    name is only the fallback (`session_fallback`).
+    name is only the fallback. Computed once per file; `payload` applies it to each chunk.
     """
-    parts = path.relative_to(root).parts
-    project = parts[0] if len(parts) > 1 else None
-    session: str | None = path.stem
-    if "subagents" in parts[:-1]:
-        session = parts[parts.index("subagents") - 1]
-    elif path.stem.startswith(("agent-", "rollout-")):
-        found = _UUID.findall(path.stem)
-        return {"project": project, "session": None, "session_fallback": found[-1] if found else path.stem}
-    return {"project": project, "session": session}
 
+    project: str | None  # Claude Code's project folder
+    session: str | None  # None: the lines say
+    fallback: str | None  # the session when no line says
+    rollout: bool  # Codex files rollouts by date, so the folder names no project
 
-def session_of(path: Path, root: Path, found: str | None) -> str | None:
-    """A chunk's session: what its lines said, else what the file's place or name says."""
-    identity = session_identity(path, root)
-    return identity["session"] or found or identity.get("session_fallback")
+    @classmethod
+    def of(cls, path: Path, root: Path) -> FileIdentity:
+        parts = path.relative_to(root).parts
+        project = parts[0] if len(parts) > 1 else None
+        rollout = path.stem.startswith("rollout-")
+        if "subagents" in parts[:-1]:
+            return cls(project, parts[parts.index("subagents") - 1], None, rollout)
+        if path.stem.startswith("agent-") or rollout:
+            found = _UUID.findall(path.stem)
+            return cls(project, None, found[-1] if found else path.stem, rollout)
+        return cls(project, path.stem, None, rollout)
 
-
-def project_of(path: Path, root: Path, cwd: str | None) -> str | None:
-    """The project a transcript belongs to. Claude Code's folder is named after the project;
-    Codex files its rollouts by date (`sessions/YYYY/MM/DD/`), so there the session's working
-    directory (session_meta.cwd) names it, in Claude's spelling (`/a/b.c` -> `-a-b-c`) so both
-    tools' sessions of one project share the name. Without a cwd the folder is the fallback."""
-    if cwd and path.stem.startswith("rollout-"):
-        return _NOT_ALNUM.sub("-", cwd.rstrip("/"))
-    return session_identity(path, root)["project"]
+    def payload(self, meta: dict[str, Any]) -> dict[str, Any]:
+        """A chunk's project, project name and session. A rollout's project is its working
+        directory (session_meta.cwd) in Claude's spelling (`/a/b.c` -> `-a-b-c`), so both tools'
+        sessions of one project share the name; without a cwd the folder is the fallback."""
+        cwd = meta.get("cwd")
+        cwd = cwd.rstrip("/") if isinstance(cwd, str) and cwd.strip("/") else None
+        out: dict[str, Any] = {
+            "project": _NOT_ALNUM.sub("-", cwd) if cwd and self.rollout else self.project,
+            "session": self.session or meta.get("session") or self.fallback,
+        }
+        if cwd:
+            out["project_name"] = cwd.rsplit("/", 1)[-1]
+        return out
 
 
 class TranscriptParser:
     def __init__(self, path: Path, root: Path, options: RenderOptions) -> None:
-        self.identity = session_identity(path, root)
+        self.identity = FileIdentity.of(path, root)
         self.options = options
         self.counts: Counter[str] = Counter()
         self.issues: list[LineIssue] = []
@@ -91,10 +99,10 @@ class TranscriptParser:
             return None
         self.counts["kept"] += 1
         meta = {**self.context, **{k: v for k, v in rendered.meta.items() if v not in (None, [], "")}}
-        if self.identity["session"]:
-            meta["session"] = self.identity["session"]
+        if self.identity.session:
+            meta["session"] = self.identity.session
         # Otherwise the session is the line's own, or the last one seen; a unit with neither
-        # (a summary opening an agent file) takes its chunk's, or the file name's (`session_of`).
+        # (a summary opening an agent file) takes its chunk's, or the file name's (`payload`).
         return Unit(
             text=rendered.text,
             start=line.start,
