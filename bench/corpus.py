@@ -860,12 +860,13 @@ def document(seed: int, tiny: bool = False) -> tuple[str, str]:
 
 
 def message_texts(line: bytes) -> list[str]:
-    """The user/assistant text of one transcript line (no tool output, no thinking)."""
+    """The user/assistant text of one transcript line (no tool output, no thinking, and not the
+    `isMeta` lines Claude Code injects, which ingestd skips by design)."""
     try:
         obj = json.loads(line)
     except ValueError:
         return []
-    if obj.get("type") not in ("user", "assistant") or "toolUseResult" in obj:
+    if obj.get("type") not in ("user", "assistant") or "toolUseResult" in obj or obj.get("isMeta"):
         return []
     content = obj.get("message", {}).get("content")
     if isinstance(content, str):

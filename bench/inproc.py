@@ -209,34 +209,41 @@ def sample_queries(files: list[Path], count: int, seed: int = 11) -> list[tuple[
 
 
 async def recall_at_k(settings: Settings, files: list[Path], queries: int, k: int = 5) -> dict[str, Any]:
-    """Search a sentence of each sampled message; a hit is a top-k chunk of that file containing it."""
+    """Search a sentence of each sampled message; a hit is a top-k chunk of that file containing it.
+    The same queries run hybrid (the default) and by meaning only (`dense`)."""
     engine = Engine(settings)
     await engine.open("bench-quality")
     try:
         pairs = sample_queries(files, queries)
-        found, ranks, started = 0, [], time.monotonic()
-        for path, sentence in pairs:
-            hits = await engine.search(sentence, "conversations", None, k)
-            rank = next(
-                (
-                    i
-                    for i, hit in enumerate(hits, 1)
-                    if hit.get("path") == path and sentence in str(hit.get("text", ""))
-                ),
-                None,
-            )
-            if rank is not None:
-                found += 1
-                ranks.append(rank)
-        seconds = time.monotonic() - started
+        modes: dict[str, dict[str, Any]] = {}
+        for mode in ("hybrid", "dense"):
+            engine.settings.search_mode = mode
+            modes[mode] = await _recall(engine, pairs, k)
         points = await engine.store.count("conversations")
     finally:
         await engine.close()
+    return {"queries": len(pairs), "points_searched": points, **modes["hybrid"], "dense": modes["dense"]}
+
+
+async def _recall(engine: Engine, pairs: list[tuple[str, str]], k: int) -> dict[str, Any]:
+    found, ranks, started = 0, [], time.monotonic()
+    for path, sentence in pairs:
+        hits = await engine.search(sentence, "conversations", None, k)
+        rank = next(
+            (
+                i
+                for i, hit in enumerate(hits, 1)
+                if hit.get("path") == path and sentence in str(hit.get("text", ""))
+            ),
+            None,
+        )
+        if rank is not None:
+            found += 1
+            ranks.append(rank)
+    seconds = time.monotonic() - started
     return {
-        "queries": len(pairs),
         f"recall_at_{k}": round(found / len(pairs), 3),
         "mean_rank_when_found": round(sum(ranks) / len(ranks), 2) if ranks else None,
         "rank_1": round(ranks.count(1) / len(pairs), 3),
-        "points_searched": points,
         "search_ms_mean": round(1000 * seconds / len(pairs), 1),
     }

@@ -149,7 +149,7 @@ class Engine:
         kinds = [kind] if kind else list(KINDS)
         hits = []
         for each in kinds:
-            hits.extend(await self.store.search(each, vector, limit, project))
+            hits.extend(await self.store.search(each, vector, query, limit, project))
         hits.sort(key=lambda hit: hit.score, reverse=True)
         return [
             {"score": round(hit.score, 4), **{k: hit.payload.get(k) for k in _HIT_FIELDS if k in hit.payload}}

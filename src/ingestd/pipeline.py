@@ -47,7 +47,7 @@ from ingestd.parsers.units import Unit
 from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, read_lines
 from ingestd.settings import Settings
 from ingestd.state import FileRecord, StateStore, Status
-from ingestd.store import VectorStore, payload_path, point_id
+from ingestd.store import ModelMismatch, VectorStore, payload_path, point_id
 from ingestd.system import release_memory, rss_mb
 
 log = get_logger("ingestd.pipeline")
@@ -613,8 +613,8 @@ class Pipeline:
         while True:
             try:
                 result = await asyncio.wait_for(call(), timeout=self.settings.qdrant_timeout_seconds)
-            except asyncio.CancelledError:
-                raise
+            except (asyncio.CancelledError, ModelMismatch):
+                raise  # a collection of another model is a configuration error, not an outage
             except Exception as exc:
                 attempt += 1
                 self.store_available = False

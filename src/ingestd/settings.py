@@ -58,6 +58,7 @@ class Settings(BaseSettings):
     qdrant_path: Path | None = None
     collection_prefix: str = "ingestd"
     qdrant_timeout_seconds: float = Field(default=30.0, gt=0)
+    search_mode: Literal["hybrid", "dense"] = "hybrid"
 
     # --- embedding -----------------------------------------------------------------------
     embedding_provider: Literal["fastembed", "voyage"] = "fastembed"

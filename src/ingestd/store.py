@@ -3,6 +3,10 @@
 Point IDs are uuid5 of (file, generation, ordinal), so replaying any batch overwrites the same
 points instead of adding duplicates. Each collection records the fingerprint of the model that
 made its vectors; a different model is refused at start-up rather than mixed in silently.
+
+Every point also carries a BM25 vector of its text (`lexical.py`), and SEARCH_MODE=hybrid fuses
+the two rankings. A collection made before that has none: it is still written and searched, by
+meaning only, and says so once in the log.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
+import structlog
 from qdrant_client import AsyncQdrantClient, models
 
+from ingestd.lexical import ENCODING, VECTOR, LexicalEncoder
 from ingestd.settings import Settings
+
+log = structlog.get_logger("ingestd.store")
 
 KINDS = ("conversations", "documents")
 NAMESPACE = uuid.UUID("6f1c8a52-3b7e-4c1a-9a0e-5d2b7c9e4f10")
@@ -85,6 +93,14 @@ class VectorStore:
         self.server = settings.qdrant_url is not None
         self._client: AsyncQdrantClient | None = None
         self._ready: set[str] = set()
+        self._lexical: set[str] = set()  # collections that hold BM25 vectors
+        self._encoder: LexicalEncoder | None = None
+
+    @property
+    def encoder(self) -> LexicalEncoder:
+        if self._encoder is None:
+            self._encoder = LexicalEncoder()
+        return self._encoder
 
     @property
     def location(self) -> str:
@@ -115,12 +131,28 @@ class VectorStore:
             return name
         if await self.client.collection_exists(name):
             info = await self.client.get_collection(name)
-            recorded = (info.config.metadata or {}).get("ingestd_model")
+            metadata = info.config.metadata or {}
+            recorded = metadata.get("ingestd_model")
             if recorded is not None and recorded != self.fingerprint:
                 raise ModelMismatch(
                     f"collection {name} holds vectors of {recorded}, but the configured model is "
                     f"{self.fingerprint}; set COLLECTION_PREFIX to start a new collection, or "
                     "restore the original model settings"
+                )
+            if VECTOR in (info.config.params.sparse_vectors or {}):
+                encoding = metadata.get("ingestd_lexical")
+                if encoding != ENCODING:
+                    raise ModelMismatch(
+                        f"collection {name} holds BM25 vectors encoded as {encoding}, this version "
+                        f"encodes {ENCODING}; set COLLECTION_PREFIX to start a new collection"
+                    )
+                self._lexical.add(name)
+            else:
+                log.warning(
+                    "collection has no BM25 vectors; searching it by meaning only",
+                    path=self.location,
+                    collection=name,
+                    outcome="dense-only",
                 )
             params = info.config.params.vectors
             size = params.size if isinstance(params, models.VectorParams) else None
@@ -132,8 +164,10 @@ class VectorStore:
             await self.client.create_collection(
                 name,
                 vectors_config=models.VectorParams(size=self.dimension, distance=models.Distance.COSINE),
-                metadata={"ingestd_model": self.fingerprint},
+                sparse_vectors_config={VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+                metadata={"ingestd_model": self.fingerprint, "ingestd_lexical": ENCODING},
             )
+            self._lexical.add(name)
             if self.server:
                 for field, schema in INDEXED.items():
                     await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
@@ -156,7 +190,14 @@ class VectorStore:
             return
 
     async def upsert(self, kind: str, points: list[models.PointStruct]) -> None:
+        """Points come with their dense vector; the BM25 one is added here from the payload's text."""
         name = await self.ensure_collection(kind)
+        bare = [point for point in points if isinstance(point.vector, list)]
+        if name in self._lexical and bare:
+            texts = [str((point.payload or {}).get("text", "")) for point in bare]
+            for point, sparse in zip(bare, self.encoder.documents(texts), strict=True):
+                dense = cast(list[float], point.vector)
+                point.vector = {"": dense, VECTOR: sparse}
         await self.client.upsert(name, points=points, wait=True)
 
     async def delete_file(
@@ -173,8 +214,10 @@ class VectorStore:
         return {str(record.id): str((record.payload or {}).get("digest")) for record in records}
 
     async def search(
-        self, kind: str, vector: list[float], limit: int, project: str | None = None
+        self, kind: str, vector: list[float], query: str, limit: int, project: str | None = None
     ) -> list[Hit]:
+        """Hybrid: the top candidates by meaning and by BM25, fused by reciprocal rank, so a
+        score is rank-based, not a cosine. A query with no words to match searches by meaning."""
         name = await self.ensure_collection(kind)
         query_filter = None
         if project:
@@ -184,9 +227,26 @@ class VectorStore:
                     models.FieldCondition(key="project_name", match=models.MatchValue(value=project)),
                 ]
             )
-        response = await self.client.query_points(
-            name, query=vector, limit=limit, query_filter=query_filter, with_payload=True
-        )
+        sparse = None
+        if self.settings.search_mode == "hybrid" and name in self._lexical:
+            sparse = self.encoder.query(query)
+        if sparse is not None and sparse.indices:
+            candidates = max(20, 4 * limit)
+            response = await self.client.query_points(
+                name,
+                prefetch=[
+                    models.Prefetch(query=vector, limit=candidates),
+                    models.Prefetch(query=sparse, using=VECTOR, limit=candidates),
+                ],
+                query=models.FusionQuery(fusion=models.Fusion.RRF),
+                limit=limit,
+                query_filter=query_filter,
+                with_payload=True,
+            )
+        else:
+            response = await self.client.query_points(
+                name, query=vector, limit=limit, query_filter=query_filter, with_payload=True
+            )
         return [Hit(score=point.score, payload=point.payload or {}) for point in response.points]
 
     async def count(self, kind: str) -> int:
@@ -234,3 +294,4 @@ class VectorStore:
             await self._client.close()
             self._client = None
             self._ready.clear()
+            self._lexical.clear()

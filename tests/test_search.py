@@ -1,0 +1,107 @@
+"""Hybrid search against the real model and embedded Qdrant: BM25 next to the dense vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from qdrant_client import models
+
+from conftest import CountingProvider, captured_logs, engine_with, ingest
+from ingestd.engine import Engine
+from ingestd.lexical import VECTOR
+from ingestd.store import ModelMismatch
+
+
+def twin_notes(folder: Path, count: int = 12) -> dict[Path, str]:
+    """Notes that say the same thing about different files and error codes, each with the query
+    a user would type to find it: its error code and file. A sentence embedding places all of
+    them next to each other; the words that tell them apart are what BM25 matches."""
+    notes = {}
+    for index in range(count):
+        handler, code = f"handler_{index * 7 + 3}.py", f"E{4100 + index * 13}"
+        path = folder / f"incident-{index}.md"
+        path.write_text(
+            "# Incident\n\nThe queue backed up again overnight. The billing worker in "
+            f"src/billing/{handler} raised error {code} after the retry budget ran out.\n"
+        )
+        notes[path] = f"error {code} in {handler}"
+    return notes
+
+
+def dense_params(engine: Engine) -> models.VectorParams:
+    return models.VectorParams(size=engine.provider.dimension, distance=models.Distance.COSINE)
+
+
+async def rank_of_each(engine: Engine, notes: dict[Path, str]) -> list[int | None]:
+    ranks = []
+    for path, query in notes.items():
+        hits = await engine.search(query, "documents", None, 3)
+        ranks.append(next((i for i, hit in enumerate(hits, 1) if hit["path"] == str(path)), None))
+    return ranks
+
+
+async def test_hybrid_ranks_the_exact_twin_first(tmp_path: Path, counting: CountingProvider) -> None:
+    async with engine_with(tmp_path, counting) as engine:
+        notes = twin_notes(engine.settings.documents_dirs[0])
+        for path in notes:
+            assert (await ingest(engine, path)).status == "done"
+        hybrid = await rank_of_each(engine, notes)
+        engine.settings.search_mode = "dense"
+        dense = await rank_of_each(engine, notes)
+    assert hybrid == [1] * len(notes), hybrid
+    assert dense.count(1) < len(notes), f"dense alone already ranks every twin first: {dense}"
+
+
+async def test_every_point_stores_its_bm25_vector(engine: Engine) -> None:
+    path = engine.settings.documents_dirs[0] / "note.md"
+    path.write_text("# Cache\n\nThe zq7frobnicator cache evicts entries by age.\n")
+    await ingest(engine, path)
+    name = await engine.store.ensure_collection("documents")
+    records, _ = await engine.store.client.scroll(name, with_vectors=True, limit=10)
+    assert records
+    for record in records:
+        assert isinstance(record.vector, dict)
+        assert len(record.vector[""]) == engine.provider.dimension  # type: ignore[arg-type]
+        sparse = record.vector[VECTOR]
+        assert isinstance(sparse, models.SparseVector) and sparse.indices
+    hits = await engine.search("zq7frobnicator", "documents", None, 1)
+    assert hits and hits[0]["path"] == str(path)
+
+
+async def test_a_collection_without_bm25_is_searched_by_meaning(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    """A collection made before hybrid search: written and searched as before, and said so."""
+    async with engine_with(tmp_path, counting) as engine:
+        name = engine.store.collections["documents"]
+        await engine.store.client.delete_collection(name)
+        await engine.store.client.create_collection(
+            name,
+            vectors_config=dense_params(engine),
+            metadata={"ingestd_model": engine.provider.fingerprint},
+        )
+    with captured_logs("WARNING") as logs:
+        async with engine_with(tmp_path, counting) as engine:
+            path = engine.settings.documents_dirs[0] / "old.md"
+            path.write_text("# Old\n\nThe legacy collection still answers questions about deploys.\n")
+            assert (await ingest(engine, path)).status == "done"
+            hits = await engine.search("legacy collection deploys", "documents", None, 1)
+            assert hits and hits[0]["path"] == str(path)
+    warned = [line for line in logs if line.get("outcome") == "dense-only"]
+    assert warned and warned[0]["collection"] == name
+
+
+async def test_another_bm25_encoding_is_refused(tmp_path: Path, counting: CountingProvider) -> None:
+    async with engine_with(tmp_path, counting) as engine:
+        name = engine.store.collections["documents"]
+        await engine.store.client.delete_collection(name)
+        await engine.store.client.create_collection(
+            name,
+            vectors_config=dense_params(engine),
+            sparse_vectors_config={VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+            metadata={"ingestd_model": engine.provider.fingerprint, "ingestd_lexical": "bm25:other"},
+        )
+    with pytest.raises(ModelMismatch, match="bm25:other"):
+        async with engine_with(tmp_path, counting):
+            pass
