@@ -35,7 +35,7 @@ FULL: dict[str, Any] = {
     "corpus_files": 200,
     "corpus_mb": 40.0,
     "quality_queries": 200,
-    "append_transcript_bytes": 2_000_000,
+    "append_transcript_bytes": 5_000_000,
     "live_appends": 100,
     "spaced_appends": 20,
     "drops": 50,

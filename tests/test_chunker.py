@@ -50,6 +50,8 @@ def test_chunks_respect_the_limit_and_keep_labels(tmp_path: Path, counter: Token
     for chunk in chunks:
         assert len(tokenizer.encode(chunk.text).ids) <= 128  # counted with [CLS] and [SEP]
         assert chunk.text.split(":", 1)[0] in {"user", "assistant", "summary"}
+    # The packer sums the units' counts instead of counting each chunk again: still exact.
+    assert [c.tokens for c in chunks] == [len(tokenizer.encode(c.text).ids) for c in chunks]
     pieces = [c for c in chunks if c.meta.get("roles") == ["user"] and c.tokens > 100]
     assert len(pieces) >= 3, "the long message was split, each piece labelled"
 

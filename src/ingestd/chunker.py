@@ -61,6 +61,7 @@ class TokenCounter:
         tokenizer.no_padding()
         self.tokenizer = tokenizer
         self._splitters: dict[tuple[bool, int, int], Splitter] = {}
+        self.separator = self.count(SEPARATOR)
 
     def count(self, text: str) -> int:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
@@ -92,7 +93,7 @@ class Packer:
         """Chunks that this unit closes; the unit itself may stay in the open chunk."""
         text = unit.rendered()
         tokens = self.counter.count(text)
-        joined = tokens + (self.counter.count(SEPARATOR) if self.open else 0)
+        joined = tokens + (self.counter.separator if self.open else 0)
         if self.open and not unit.opens_section and self.open_tokens + joined <= self.budget:
             self.open.append(unit)
             self.open_tokens += joined
@@ -108,25 +109,27 @@ class Packer:
         if not self.open:
             return None
         first = self.open[0]
-        chunk = self._make(self.open, Position(first.start, self.ordinal, first.line))
+        chunk = self._make(Position(first.start, self.ordinal, first.line))
         self.open, self.open_tokens = [], 0
         return chunk
 
     def _close_open(self) -> list[Chunk]:
         last = self.open[-1]
-        chunk = self._make(self.open, Position(last.end, self.ordinal + 1, last.next_line))
+        chunk = self._make(Position(last.end, self.ordinal + 1, last.next_line))
         self.ordinal += 1
         self.open, self.open_tokens = [], 0
         return [chunk]
 
-    def _make(self, units: list[Unit], resume: Position) -> Chunk:
-        text = SEPARATOR.join(unit.rendered() for unit in units)
+    def _make(self, resume: Position) -> Chunk:
+        """The open units' counts summed: WordPiece splits at whitespace, so joining whole units
+        adds only the separator's tokens (none for MiniLM), and a second count would be waste."""
+        units = self.open
         return Chunk(
-            text=text,
+            text=SEPARATOR.join(unit.rendered() for unit in units),
             ordinal=self.ordinal,
             start=units[0].start,
             end=units[-1].end,
-            tokens=self.counter.count(text) + SPECIAL_TOKENS,
+            tokens=self.open_tokens + SPECIAL_TOKENS,
             resume=resume,
             meta=merge_meta(unit.meta | {"role": unit.label} for unit in units),
         )
@@ -134,12 +137,13 @@ class Packer:
     def _split(self, unit: Unit) -> list[Chunk]:
         """Pieces of an oversized unit; until the last is stored, resume re-splits the unit."""
         label = f"{unit.label}: " if unit.label else ""
-        capacity = self.budget - (self.counter.count(label) if label else 0)
+        label_tokens = self.counter.count(label) if label else 0
+        capacity = self.budget - label_tokens
         pieces = self._pieces(unit.text, capacity)
         in_meta = sum(value.count(REDACTED) for value in unit.meta.values() if isinstance(value, str))
         first_ordinal = self.ordinal
         chunks = []
-        for index, piece in enumerate(pieces):
+        for index, (piece, tokens) in enumerate(pieces):
             last = index == len(pieces) - 1
             resume = (
                 Position(unit.end, self.ordinal + 1, unit.next_line)
@@ -156,7 +160,7 @@ class Packer:
                     ordinal=self.ordinal,
                     start=unit.start,
                     end=unit.end,
-                    tokens=self.counter.count(text) + SPECIAL_TOKENS,
+                    tokens=label_tokens + tokens + SPECIAL_TOKENS,
                     resume=resume,
                     meta=merge_meta([meta]),
                 )
@@ -164,26 +168,27 @@ class Packer:
             self.ordinal += 1
         return chunks
 
-    def _pieces(self, text: str, capacity: int) -> list[str]:
+    def _pieces(self, text: str, capacity: int) -> list[tuple[str, int]]:
         located = self.counter.splitter(self.markdown, capacity, self.overlap).chunk_indices(text)
         if self.markdown and _cuts_a_word(text, located):
             # semantic-text-splitter 0.33's Markdown parser can end a piece inside a word
             # ("let'" + "s"), which no query can match: plain-text splitting never does.
             located = self.counter.splitter(False, capacity, self.overlap).chunk_indices(text)
-        pieces: list[str] = []
+        pieces: list[tuple[str, int]] = []
         for _, piece in located:
             pieces.extend(self._enforce(piece, capacity))
         return pieces
 
-    def _enforce(self, piece: str, capacity: int) -> list[str]:
-        """Guarantee the limit even where the splitter's count and ours could disagree."""
+    def _enforce(self, piece: str, capacity: int) -> list[tuple[str, int]]:
+        """Guarantee the limit even where the splitter's count and ours could disagree; each
+        piece comes with its count."""
         encoding = self.counter.tokenizer.encode(piece, add_special_tokens=False)
         if len(encoding.ids) <= capacity:
-            return [piece]
+            return [(piece, len(encoding.ids))]
         out = []
         for begin in range(0, len(encoding.ids), capacity):
             window = encoding.offsets[begin : begin + capacity]
-            out.append(piece[window[0][0] : window[-1][1]])
+            out.append((piece[window[0][0] : window[-1][1]], len(window)))
         return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,9 @@ class Engine:
             await self._rebuild_state_when_ready()
         self.state.meta.update(model=self.provider.fingerprint, store=self.store.location)
         await self.pipeline._with_store_retry("connect", ["-"], self.store.ensure_collections)
+        # What is alive now (modules, qdrant-client's and pydantic's classes) lives for good:
+        # frozen, it is skipped by every later collection (a full gc after a file: 96 -> 20 ms).
+        gc.freeze()
         self.pipeline.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="state-flusher")
 

@@ -107,6 +107,10 @@ class FileJob:
         return "offset" in self.final
 
 
+# A batch's vectors (None where a file failed for good) and how many the model made (not the cache).
+Embedded = tuple[list[list[float] | None], int]
+
+
 @dataclass(slots=True)
 class Pending:
     job: FileJob
@@ -148,7 +152,6 @@ class Pipeline:
         self._completions: set[asyncio.Task[None]] = set()
         self._last_trim = 0.0
         self._carry: Pending | None = None
-        self._fresh = 0  # chunks of the last batch that the model embedded (not from the cache)
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
@@ -460,31 +463,49 @@ class Pipeline:
         return batch
 
     async def _embed_stage(self) -> None:
-        while True:
-            batch = [item for item in await self._next_batch() if item.job.failure is None]
-            if not batch:
-                continue
-            vectors = await self._embed(batch)
-            kept = [(item, vector) for item, vector in zip(batch, vectors, strict=True) if vector is not None]
-            log.debug(
-                "batch.embedded",
-                path=batch[0].job.key,
-                files=len({item.job.key for item in batch}),
-                chunks=len(batch),
-                fresh=self._fresh if self.cache is not None else len(batch),
-                outcome="embedded",
-            )
-            if kept:
-                await self.upserts.put(([item for item, _ in kept], [vector for _, vector in kept]))
+        """Two batches at a time: while the model works on one, the next is looked up in the
+        cache and queued behind it in the worker, and the finished one is handed to the upsert
+        stage; so the model never waits for the loop between batches. Results leave in order."""
+        inflight: tuple[list[Pending], asyncio.Task[Embedded]] | None = None
+        try:
+            while True:
+                if inflight is not None and self.queue.empty() and self._carry is None:
+                    await self._forward(*inflight)
+                    inflight = None
+                batch = [item for item in await self._next_batch() if item.job.failure is None]
+                if not batch:
+                    continue
+                task = asyncio.create_task(self._embed(batch), name="embed-batch")
+                if inflight is not None:
+                    await self._forward(*inflight)
+                inflight = batch, task
+        finally:
+            if inflight is not None:
+                inflight[1].cancel()
+                await asyncio.gather(inflight[1], return_exceptions=True)
 
-    async def _embed(self, batch: list[Pending]) -> list[list[float] | None]:
-        """Vectors for the batch, from the cache where the same text was embedded before."""
+    async def _forward(self, batch: list[Pending], task: asyncio.Task[Embedded]) -> None:
+        vectors, fresh = await task
+        kept = [(item, vector) for item, vector in zip(batch, vectors, strict=True) if vector is not None]
+        log.debug(
+            "batch.embedded",
+            path=batch[0].job.key,
+            files=len({item.job.key for item in batch}),
+            chunks=len(batch),
+            fresh=fresh,
+            outcome="embedded",
+        )
+        if kept:
+            await self.upserts.put(([item for item, _ in kept], [vector for _, vector in kept]))
+
+    async def _embed(self, batch: list[Pending]) -> Embedded:
+        """Vectors for the batch, from the cache where the same text was embedded before, and
+        how many the model made."""
         if self.cache is None:
-            return await self._embed_fresh(batch)
+            return await self._embed_fresh(batch), len(batch)
         digests = [item.chunk.digest for item in batch]
         cached = await asyncio.to_thread(self.cache.get_many, list(dict.fromkeys(digests)))
         missing = [item for item, digest in zip(batch, digests, strict=True) if digest not in cached]
-        self._fresh = len(missing)
         self.metrics.cache_hits.inc(len(batch) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
         fresh = await self._embed_fresh(missing) if missing else []
@@ -492,7 +513,7 @@ class Pipeline:
         await asyncio.to_thread(self.cache.put_many, new)
         by_digest: dict[str, list[float] | None] = {**cached, **new}
         failed = {id(item) for item, vector in zip(missing, fresh, strict=True) if vector is None}
-        return [None if id(item) in failed else by_digest[item.chunk.digest] for item in batch]
+        return [None if id(item) in failed else by_digest[item.chunk.digest] for item in batch], len(missing)
 
     async def _embed_fresh(self, batch: list[Pending]) -> list[list[float] | None]:
         """Vectors for the batch; None where a file's embedding failed for good (quarantined)."""

@@ -11,6 +11,7 @@ meaning only, and says so once in the log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import re
@@ -102,6 +103,12 @@ class VectorStore:
             self._encoder = LexicalEncoder()
         return self._encoder
 
+    async def _load_encoder(self) -> None:
+        """Off the loop and before the first batch: building it scans every Unicode code point
+        for punctuation (~0.5 s)."""
+        if self._encoder is None:
+            self._encoder = await asyncio.to_thread(LexicalEncoder)
+
     @property
     def location(self) -> str:
         return self.settings.qdrant_url or str(self.settings.qdrant_local_path)
@@ -173,6 +180,8 @@ class VectorStore:
                     await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
         if not self.server:
             self._tune_local(name)
+        if name in self._lexical:
+            await self._load_encoder()
         self._ready.add(name)
         return name
 
