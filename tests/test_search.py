@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import models
@@ -29,8 +30,25 @@ def twin_notes(folder: Path, count: int = 12) -> dict[Path, str]:
     return notes
 
 
-def dense_params(engine: Engine) -> models.VectorParams:
-    return models.VectorParams(size=engine.provider.dimension, distance=models.Distance.COSINE)
+async def recreate_documents(
+    tmp_path: Path, counting: CountingProvider, lexical: str | None = None, **config: Any
+) -> str:
+    """Replace the documents collection with one made as an older or other ingestd would."""
+    async with engine_with(tmp_path, counting) as engine:
+        name = engine.store.collections["documents"]
+        metadata = {"ingestd_model": engine.provider.fingerprint}
+        if lexical:
+            metadata["ingestd_lexical"] = lexical
+        await engine.store.client.delete_collection(name)
+        await engine.store.client.create_collection(
+            name,
+            vectors_config=models.VectorParams(
+                size=engine.provider.dimension, distance=models.Distance.COSINE
+            ),
+            metadata=metadata,
+            **config,
+        )
+    return name
 
 
 async def rank_of_each(engine: Engine, notes: dict[Path, str]) -> list[int | None]:
@@ -73,14 +91,7 @@ async def test_a_collection_without_bm25_is_searched_by_meaning(
     tmp_path: Path, counting: CountingProvider
 ) -> None:
     """A collection made before hybrid search: written and searched as before, and said so."""
-    async with engine_with(tmp_path, counting) as engine:
-        name = engine.store.collections["documents"]
-        await engine.store.client.delete_collection(name)
-        await engine.store.client.create_collection(
-            name,
-            vectors_config=dense_params(engine),
-            metadata={"ingestd_model": engine.provider.fingerprint},
-        )
+    name = await recreate_documents(tmp_path, counting)
     with captured_logs("WARNING") as logs:
         async with engine_with(tmp_path, counting) as engine:
             path = engine.settings.documents_dirs[0] / "old.md"
@@ -93,15 +104,12 @@ async def test_a_collection_without_bm25_is_searched_by_meaning(
 
 
 async def test_another_bm25_encoding_is_refused(tmp_path: Path, counting: CountingProvider) -> None:
-    async with engine_with(tmp_path, counting) as engine:
-        name = engine.store.collections["documents"]
-        await engine.store.client.delete_collection(name)
-        await engine.store.client.create_collection(
-            name,
-            vectors_config=dense_params(engine),
-            sparse_vectors_config={VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
-            metadata={"ingestd_model": engine.provider.fingerprint, "ingestd_lexical": "bm25:other"},
-        )
+    await recreate_documents(
+        tmp_path,
+        counting,
+        sparse_vectors_config={VECTOR: models.SparseVectorParams(modifier=models.Modifier.IDF)},
+        lexical="bm25:other",
+    )
     with pytest.raises(ModelMismatch, match="bm25:other"):
         async with engine_with(tmp_path, counting):
             pass
