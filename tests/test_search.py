@@ -113,3 +113,13 @@ async def test_another_bm25_encoding_is_refused(tmp_path: Path, counting: Counti
     with pytest.raises(ModelMismatch, match="bm25:other"):
         async with engine_with(tmp_path, counting):
             pass
+
+
+async def test_a_query_with_no_words_searches_by_meaning(engine: Engine) -> None:
+    """BM25 finds no term in "?!", so the search falls back to the dense ranking alone."""
+    path = engine.settings.documents_dirs[0] / "note.md"
+    path.write_text("# Questions\n\nWhat is the answer to this?!\n")
+    await ingest(engine, path)
+    assert not engine.store.encoder.query("?! ...").indices
+    hits = await engine.search("?! ...", "documents", None, 3)
+    assert [hit["path"] for hit in hits] == [str(path)]
