@@ -21,13 +21,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
-import structlog
 from qdrant_client import AsyncQdrantClient, models
 
 from ingestd.lexical import ENCODING, VECTOR, LexicalEncoder
+from ingestd.logs import get_logger
 from ingestd.settings import Settings
 
-log = structlog.get_logger("ingestd.store")
+log = get_logger("ingestd.store")
 
 KINDS = ("conversations", "documents")
 NAMESPACE = uuid.UUID("6f1c8a52-3b7e-4c1a-9a0e-5d2b7c9e4f10")
@@ -156,7 +156,8 @@ class VectorStore:
                 self._lexical.add(name)
             else:
                 log.warning(
-                    "collection has no BM25 vectors; searching it by meaning only",
+                    "store.dense_only",
+                    reason="made before hybrid search, it has no BM25 vectors: searched by meaning only",
                     path=self.location,
                     collection=name,
                     outcome="dense-only",
@@ -244,8 +245,8 @@ class VectorStore:
             response = await self.client.query_points(
                 name,
                 prefetch=[
-                    models.Prefetch(query=vector, limit=candidates),
-                    models.Prefetch(query=sparse, using=VECTOR, limit=candidates),
+                    models.Prefetch(query=vector, filter=query_filter, limit=candidates),
+                    models.Prefetch(query=sparse, using=VECTOR, filter=query_filter, limit=candidates),
                 ],
                 query=models.FusionQuery(fusion=models.Fusion.RRF),
                 limit=limit,
