@@ -353,8 +353,9 @@ METHOD = """## Method
   returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0.
   The import floor is the RSS of a fresh interpreter after one `import` each.
 - **8. Quality**: sentences (≥ 8 words; a sentence ends at . ? ! or a line break) of 200
-  random user/assistant messages of the corpus; a query counts as found when a top-5 hit is a
-  chunk of the same file containing the sentence verbatim.
+  random user/assistant messages of the corpus (not `isMeta` lines, which ingestd skips); a
+  query counts as found when a top-5 hit is a chunk of the same file containing the sentence
+  verbatim. The same queries run hybrid (the default) and with SEARCH_MODE=dense.
 - **9. Sweep**: one process per setting (`bench/rawembed.py`); peak RSS is `ru_maxrss`. The
   A/B table alternates arena off/on processes to cancel drifting load.
 - **10. Cache**: after the corpus import, distinct vectors in the embedding cache vs chunks
