@@ -79,6 +79,8 @@ class Engine:
         await self.pipeline._with_store_retry("connect", ["-"], self.store.ensure_collections)
         # What is alive now (modules, qdrant-client's and pydantic's classes) lives for good:
         # frozen, it is skipped by every later collection (a full gc after a file: ~96 -> ~25 ms).
+        # Collect first, so that garbage of an earlier engine in this process is not kept too.
+        gc.collect()
         gc.freeze()
         self.pipeline.start()
         self._flusher = asyncio.create_task(self._flush_loop(), name="state-flusher")
