@@ -263,7 +263,7 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
         await until(lambda: (r := daemon.engine.state.get(str(path))) is not None and r.status == "done")
         await until(lambda: not daemon.engine.pipeline.jobs)
         assert (await daemon.health_report())["oldest_pending_age_s"] == 0.0
-        assert daemon._queued_at == {}, "finished jobs are forgotten"
+        assert daemon._taken == {}, "finished files are forgotten"
     finally:
         gated.gate.set()
         daemon.request_stop()

@@ -61,7 +61,6 @@ class Daemon:
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self._reconciles = 0
         self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
-        self._queued_at: dict[str, tuple[FileJob, float]] = {}  # running jobs' queue times
 
     # --- run -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -179,9 +178,8 @@ class Daemon:
                 continue
             finally:
                 self._taken.pop(path, None)
-            if isinstance(result, FileJob) and not result.done.is_set():
-                self._prune_queued()
-                self._queued_at[result.key] = (result, min(queued_at, result.started))
+            if isinstance(result, FileJob):
+                result.queued_at = min(result.queued_at, queued_at)
             if isinstance(result, Outcome) and result.status == "busy":
                 job = self.engine.pipeline.jobs.get(result.path)
                 if job is not None and result.path not in self._requeues:
@@ -253,21 +251,10 @@ class Daemon:
         The work queue alone forgets a file once a reader takes it, so a file that is being read,
         or whose chunks wait for the embedder or the store, counted as no backlog at all.
         """
-        now = time.monotonic()
-        running = self.engine.pipeline.jobs
-        self._prune_queued()
-        since = [queued for _, queued in self._queued_at.values()]
-        since += [job.started for key, job in running.items() if key not in self._queued_at]
+        since = [job.queued_at for job in self.engine.pipeline.jobs.values()]
         since += self._taken.values()
-        oldest = max((now - t for t in since), default=0.0)
+        oldest = time.monotonic() - min(since) if since else 0.0
         return max(self.queue.oldest_age(), oldest)
-
-    def _prune_queued(self) -> None:
-        """Forget the queue times of jobs that finished (or were replaced by a later pass)."""
-        running = self.engine.pipeline.jobs
-        for key, (job, _) in list(self._queued_at.items()):
-            if running.get(key) is not job:
-                del self._queued_at[key]
 
     def _files_finished(self) -> int:
         """Files that reached an outcome (done, skipped, failed, quarantined, …)."""

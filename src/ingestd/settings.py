@@ -85,8 +85,8 @@ class Settings(BaseSettings):
     redact_secrets: bool | None = None
 
     # --- chunking ------------------------------------------------------------------------
-    # Measured with the benchmark's quality guard: recall@5 of a sentence query was 0.93 at 128
-    # tokens, 0.94 at 96 and 0.955 at 64 (real sessions: 0.685, 0.75, 0.77), and 64-token
+    # Measured with the benchmark's quality guard (meaning-only search, before hybrid): recall@5
+    # of a sentence query was 0.93 at 128 tokens, 0.94 at 96 and 0.955 at 64, and 64-token
     # chunks embed 20-35 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
     chunk_max_tokens: int = Field(default=64, ge=16)
     chunk_overlap_tokens: int = Field(default=16, ge=0)

@@ -21,9 +21,6 @@ class WorkQueue:
             self._items[path] = time.monotonic()
             self._ready.set()
 
-    async def get(self) -> Path:
-        return (await self.take())[0]
-
     async def take(self) -> tuple[Path, float]:
         """The oldest path and when it was queued (monotonic), for the backlog's age."""
         while not self._items:
