@@ -82,7 +82,7 @@ async def ingest_all(engine: Engine, files: list[Path]) -> None:
         async with semaphore:
             result = await engine.submit(path)
         if isinstance(result, FileJob):
-            await result.done.wait()
+            await engine.pipeline.settled(result)
 
     await asyncio.gather(*(one(path) for path in files))
 

@@ -15,6 +15,8 @@ import pytest
 from conftest import (
     CountingProvider,
     announced_port,
+    captured_logs,
+    ingest,
     make_settings,
     run_cli,
     start_cli,
@@ -24,6 +26,8 @@ from conftest import (
 from generators import ClaudeSession, dump, markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from ingestd.importer import run_import
+from ingestd.pipeline import Pipeline, StageCrashed
 
 
 @pytest.fixture
@@ -59,6 +63,51 @@ async def test_dropped_files_become_searchable(daemon: Daemon) -> None:
     await until(lambda: _count(daemon, "documents", doc), limit_s=30, step=0.1)
     health = await daemon.health_report()
     assert health["status"] == "ok" and health["store_reachable"] is True
+
+
+async def _broken_stage(*_: object) -> None:
+    raise RuntimeError("injected stage failure")
+
+
+async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
+    tmp_path: Path, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that dies would leave the daemon up, embedding nothing, for good: it must exit
+    non-zero (the container restarts it) and the file must still be ingested after the restart."""
+    settings = make_settings(tmp_path)
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+    monkeypatch.setattr(daemon.engine.pipeline, "_forward", _broken_stage)
+    with captured_logs("ERROR") as logs:
+        running = asyncio.create_task(daemon.run())
+        await asyncio.wait_for(daemon.ready.wait(), 60)
+        doc = settings.documents_dirs[0] / "notes.md"
+        doc.write_text(markdown_document(4, 2))
+        assert await asyncio.wait_for(running, 60) == 1
+    crashes = [event for event in logs if event["event"] == "daemon.task_crashed"]
+    assert len(crashes) == 1, logs
+    assert crashes[0]["task"] == "embed-stage"
+    assert "injected stage failure" in crashes[0]["error"]
+    restarted = Engine(settings, provider=counting)
+    await restarted.open("test")
+    try:
+        record = restarted.state.get(str(doc))
+        assert record is None or record.status != "done"  # never claimed done
+        outcome = await ingest(restarted, doc, limit_s=60)
+        assert outcome.status == "done" and outcome.chunks > 0
+        assert await restarted.store.count_file("documents", str(doc)) == outcome.chunks
+    finally:
+        await restarted.close()
+
+
+async def test_import_stops_with_an_error_when_a_stage_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path)
+    (settings.documents_dirs[0] / "notes.md").write_text(markdown_document(4, 2))
+    monkeypatch.setattr(Pipeline, "_forward", _broken_stage)
+    expected = r"embed-stage stopped .*injected stage failure.*notes\.md stays pending"
+    with pytest.raises(StageCrashed, match=expected):
+        await asyncio.wait_for(run_import(settings, [], None), 60)
 
 
 async def _count(daemon: Daemon, kind: str, path: Path) -> bool:

@@ -51,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from ingestd.embedding.model_files import ModelUnavailable
+        from ingestd.pipeline import StageCrashed
         from ingestd.store import ModelMismatch
 
         if isinstance(exc, ModelMismatch | ModelUnavailable):
             print(f"ingestd: {exc}", file=sys.stderr)
             return EXIT_CONFIG
+        if isinstance(exc, StageCrashed):
+            print(f"ingestd: {exc}; run the command again to resume", file=sys.stderr)
+            return 1
         raise
     return result
 

@@ -111,10 +111,38 @@ class Daemon:
             log.info(
                 "daemon.ready", path=str(self.settings.state_dir), queued=len(self.queue), outcome="ready"
             )
-            await self.stopping.wait()
+            return await self._supervise()
         finally:
             await self._shutdown()
-        return 0
+
+    async def _supervise(self) -> int:
+        """Until a stop is asked for; exit code 1 when a long-lived task dies of an error.
+
+        A dead stage or reader would leave the daemon up but stalled for good. Exiting lets the
+        container restart it, and the state file resumes every file where it was.
+        """
+        stop = asyncio.create_task(self.stopping.wait(), name="stop-wait")
+        watched: set[asyncio.Task[Any]] = {stop, *self._tasks, *self.engine.pipeline.stages}
+        try:
+            while not self.stopping.is_set():
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    if task is stop or task.cancelled() or task.exception() is None:
+                        continue  # a loop that is switched off returns at once
+                    error = task.exception()
+                    log.error(
+                        "daemon.task_crashed",
+                        path=str(self.settings.state_dir),
+                        task=task.get_name(),
+                        error=f"{type(error).__name__}: {error}",
+                        outcome="exiting",
+                        exc_info=error,
+                    )
+                    self.request_stop(f"{task.get_name()} crashed")
+                    return 1
+            return 0
+        finally:
+            stop.cancel()
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():

@@ -63,7 +63,7 @@ async def run_import(settings: Settings, paths: list[Path], kind: str | None) ->
                     result = await engine.submit(path)
                 if isinstance(result, FileJob):
                     jobs.append(result)
-                    await result.done.wait()
+                    await engine.pipeline.settled(result)
                 progress.update(task, advance=1, description=path.name[:40])
 
             await asyncio.gather(*(one(path) for path in candidates))

@@ -11,7 +11,6 @@ Qdrant already holds, so a restart re-embeds nothing that was stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
 import time
@@ -59,6 +58,10 @@ Redactor = Callable[[str], tuple[str, int]]
 # Metadata the assistant tools generate (uuids, ISO times, roles): no secret fits their shapes,
 # and redacting them cost more than half as much as a line's text (108 against 183 µs).
 TOOL_IDENTIFIERS = frozenset({"uuid", "timestamp", "role", "session", "agent_id"})
+
+
+class StageCrashed(RuntimeError):
+    """A pipeline stage ended; nothing more is embedded or stored until a restart."""
 
 
 @dataclass(slots=True)
@@ -161,6 +164,11 @@ class Pipeline:
             asyncio.create_task(self._upsert_stage(), name="upsert-stage"),
         ]
 
+    @property
+    def stages(self) -> tuple[asyncio.Task[None], ...]:
+        """The stage tasks, for a supervisor to watch: if one dies, nothing more is embedded."""
+        return tuple(self._tasks)
+
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Cancel the stages: an in-flight batch is either acknowledged or simply not recorded.
 
@@ -169,9 +177,8 @@ class Pipeline:
         """
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A stage that died has been reported by whoever watched it (daemon, import).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         completions = list(self._completions)
         if completions:
@@ -180,10 +187,18 @@ class Pipeline:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
 
-    async def drain(self) -> None:
-        """Wait until every started job has settled (the import command and tests use this)."""
-        while self.jobs:
-            await asyncio.gather(*(job.done.wait() for job in list(self.jobs.values())))
+    async def settled(self, job: FileJob) -> None:
+        """Until the job has settled. Raises StageCrashed if a stage dies first: that job would
+        never settle, and the caller (the import command) would wait for good."""
+        waiting = asyncio.ensure_future(job.done.wait())
+        try:
+            await asyncio.wait({waiting, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting.cancel()
+        dead = next((task for task in self._tasks if task.done()), None)
+        if dead is not None and not job.done.is_set():
+            error = None if dead.cancelled() else dead.exception()
+            raise StageCrashed(f"{dead.get_name()} stopped ({error!r}); {job.key} stays pending") from error
 
     # --- one file ------------------------------------------------------------------------
     async def ingest(self, target: Target) -> FileJob | Outcome:
