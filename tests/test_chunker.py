@@ -122,3 +122,20 @@ def test_split_pieces_never_end_inside_a_word(counter: TokenCounter, markdown: b
     words = text.split()
     stored = " ".join(pieces).split()
     assert stored == words, "every word of the unit is in one piece, whole"
+
+
+def test_overlap_repeats_text_between_pieces_and_zero_repeats_none(counter: TokenCounter) -> None:
+    text = paragraph(random.Random(5), 120)
+
+    def pieces(overlap: int) -> list[str]:
+        packer = Packer(counter, 64, overlap, markdown=False, first_ordinal=0)
+        return [
+            chunk.text.removeprefix("user: ") for chunk in packer.feed(Unit(text, 0, len(text), label="user"))
+        ]
+
+    plain, overlapped = pieces(0), pieces(16)
+    assert len(plain) >= 3
+    assert " ".join(plain).split() == text.split(), "without overlap the pieces are the text, once"
+    repeated = len(" ".join(overlapped).split()) - len(text.split())
+    assert repeated > 0, "with overlap, a piece starts with words the one before ended with"
+    assert all(len(counter.tokenizer.encode(piece).ids) <= 64 for piece in overlapped)

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     # of a sentence query was 0.93 at 128 tokens, 0.94 at 96 and 0.955 at 64, and 64-token
     # chunks embed 20-35 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
     chunk_max_tokens: int = Field(default=64, ge=16)
-    chunk_overlap_tokens: int = Field(default=16, ge=0)
+    chunk_overlap_tokens: int = Field(default=0, ge=0)
     tool_result_max_chars: int = Field(default=2000, ge=0)
     include_thinking: bool = False
     include_images: bool = False
