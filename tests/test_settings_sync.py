@@ -91,7 +91,9 @@ def test_provider_dependent_defaults_are_left_to_the_provider(tmp_path: Path) ->
 
 
 def test_check_reports_drift(tmp_path: Path) -> None:
-    broken = ENV_EXAMPLE.read_text().replace("CHUNK_OVERLAP_TOKENS=16", "CHUNK_OVERLAP_TOKENS=10")
+    original = ENV_EXAMPLE.read_text()
+    assert "\nCHUNK_OVERLAP_TOKENS=0\n" in original  # the line this test breaks
+    broken = original.replace("\nCHUNK_OVERLAP_TOKENS=0\n", "\nCHUNK_OVERLAP_TOKENS=10\n")
     broken = broken.replace("LOG_LEVEL=INFO\n", "")
     broken = broken.replace("LOG_FORMAT=auto\n", "LOG_FORMAT=auto\n# Not a setting.\nNOT_A_SETTING=1\n")
     (tmp_path / ".env.example").write_text(broken)
