@@ -10,7 +10,7 @@ from qdrant_client import models
 
 from conftest import CountingProvider, captured_logs, engine_with, ingest
 from ingestd.engine import Engine
-from ingestd.lexical import VECTOR
+from ingestd.lexical import VECTOR, LexicalEncoder
 from ingestd.store import ModelMismatch
 
 
@@ -123,3 +123,14 @@ async def test_a_query_with_no_words_searches_by_meaning(engine: Engine) -> None
     assert not engine.store.encoder.query("?! ...").indices
     hits = await engine.search("?! ...", "documents", None, 3)
     assert [hit["path"] for hit in hits] == [str(path)]
+
+
+def test_bm25_vectors_leave_the_encoder_sorted_and_unchanged() -> None:
+    """Sorted here, embedded Qdrant does not sort every point again in Python."""
+    encoder = LexicalEncoder()
+    text = "The zq7frobnicator cache evicts entries by age; see evict_by_age() in cache/lru.py."
+    (vector,) = encoder.documents([text])
+    assert len(vector.indices) > 5 and vector.indices == sorted(vector.indices)
+    unsorted = next(iter(encoder._bm25.embed([text])))  # FastEmbed's own order
+    expected = dict(zip(unsorted.indices.tolist(), unsorted.values.tolist(), strict=True))
+    assert dict(zip(vector.indices, vector.values, strict=True)) == pytest.approx(expected)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from fastembed.sparse.bm25 import Bm25
 from fastembed.sparse.sparse_embedding_base import SparseEmbedding
 from qdrant_client import models
@@ -45,4 +46,9 @@ class LexicalEncoder:
 
 
 def _sparse(embedding: SparseEmbedding) -> models.SparseVector:
-    return models.SparseVector(indices=embedding.indices.tolist(), values=embedding.values.tolist())
+    """Indices in ascending order, as Qdrant keeps them: embedded Qdrant otherwise sorts each
+    point itself, through Python lists (150 µs a point, a sixth of the loop's CPU per chunk)."""
+    order = np.argsort(embedding.indices, kind="stable")
+    return models.SparseVector(
+        indices=embedding.indices[order].tolist(), values=embedding.values[order].tolist()
+    )
