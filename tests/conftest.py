@@ -75,6 +75,7 @@ class CountingProvider(EmbeddingProvider):
         self.inner = inner
         self.name, self.model = inner.name, inner.model
         self.texts: list[str] = []
+        self.batches: list[list[str]] = []
         self.calls = 0
         self.fail_next = 0
 
@@ -102,6 +103,7 @@ class CountingProvider(EmbeddingProvider):
             self.fail_next -= 1
             raise EmbeddingError("injected embedding failure")
         self.texts.extend(texts)
+        self.batches.append(list(texts))
         return await self.inner.embed_documents(texts)
 
     async def embed_query(self, text: str) -> list[float]:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
 
 import pytest
 
-from conftest import ingest
+from conftest import CountingProvider, engine_with, ingest
 from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 from ingestd.engine import Engine
 from ingestd.store import point_id
@@ -338,3 +339,21 @@ async def _check_metadata_redacted(engine: Engine) -> None:
         mine = [p for _, p in rows if p["path"] == str(docs / name)]
         assert record is not None and record.redactions >= len(mine) >= 1, "headings are counted"
         assert record.redactions == sum(int(p.get("redactions") or 0) for p in mine)
+
+
+async def test_small_files_share_batches_within_both_caps(tmp_path: Path, counting: CountingProvider) -> None:
+    """One chunk per file, forty files at once: the model gets few, full batches, never more
+    than EMBED_BATCH_SIZE chunks nor more than EMBED_BATCH_MAX_TOKENS once padded."""
+    caps = {"embed_batch_size": 8, "embed_batch_max_tokens": 200, "embed_cache_max_entries": 0}
+    async with engine_with(tmp_path, counting, **caps) as engine:
+        docs = [engine.settings.documents_dirs[0] / f"note{i}.md" for i in range(40)]
+        for i, doc in enumerate(docs):
+            doc.write_text(f"# Note {i}\n\nSensor {i} drifts at dusk{' and again' * (i % 7)}.\n")
+        outcomes = await asyncio.gather(*(ingest(engine, doc) for doc in docs))
+        tokenizer = engine.provider.counter.tokenizer
+    assert all(outcome.status == "done" for outcome in outcomes)
+    assert sum(len(batch) for batch in counting.batches) == sum(outcome.chunks for outcome in outcomes) >= 40
+    assert len(counting.batches) <= 12, [len(batch) for batch in counting.batches]
+    for batch in counting.batches:
+        longest = max(len(tokenizer.encode(text).ids) for text in batch)
+        assert len(batch) <= 8 and len(batch) * longest <= 200, (len(batch), longest)

@@ -53,6 +53,7 @@ log = get_logger("ingestd.pipeline")
 T = TypeVar("T")
 BIG_LINE = 64 * 1024  # lines above this are parsed and tokenised off the event loop
 TRIM_INTERVAL = 5.0  # gc + malloc_trim after a file, at most this often (and after big files)
+LINGER_SECONDS = 0.02  # how long a batch may wait for more chunks while the model is busy
 STOP_GRACE = 3.0  # seconds stop() lets completions finish before cancelling them (store down)
 Redactor = Callable[[str], tuple[str, int]]
 # Metadata the assistant tools generate (uuids, ISO times, roles): no secret fits their shapes,
@@ -449,8 +450,10 @@ class Pipeline:
                 await self.queue.put(Pending(job, chunk))
 
     # --- embed stage ---------------------------------------------------------------------
-    async def _next_batch(self) -> list[Pending]:
-        """Up to EMBED_BATCH_SIZE chunks, lingering briefly so small files share a batch.
+    async def _next_batch(self, linger: bool) -> list[Pending]:
+        """Up to EMBED_BATCH_SIZE chunks; with `linger`, waiting briefly so small files share a
+        batch. Lingering only while the model is busy costs it nothing; an idle model would
+        wait too, so then the batch is what is queued.
 
         Padding makes a batch cost (count x longest chunk), which is what ONNX Runtime's memory
         peak follows, so that product is capped by EMBED_BATCH_MAX_TOKENS too.
@@ -458,7 +461,7 @@ class Pipeline:
         first = self._carry or await self.queue.get()
         self._carry = None
         batch, longest = [first], first.chunk.tokens
-        deadline = time.monotonic() + 0.02
+        deadline = time.monotonic() + (LINGER_SECONDS if linger else 0.0)
         while len(batch) < self.settings.embed_batch_size:
             try:
                 item = self.queue.get_nowait()
@@ -488,7 +491,8 @@ class Pipeline:
                 if inflight is not None and self.queue.empty() and self._carry is None:
                     await self._forward(*inflight)
                     inflight = None
-                batch = [item for item in await self._next_batch() if item.job.failure is None]
+                taken = await self._next_batch(linger=inflight is not None)
+                batch = [item for item in taken if item.job.failure is None]
                 if not batch:
                     continue
                 task = asyncio.create_task(self._embed(batch), name="embed-batch")
