@@ -74,6 +74,7 @@ class CountingProvider(EmbeddingProvider):
     def __init__(self, inner: EmbeddingProvider) -> None:
         self.inner = inner
         self.name, self.model = inner.name, inner.model
+        self.fills_batches_when_idle = inner.fills_batches_when_idle
         self.texts: list[str] = []
         self.batches: list[list[str]] = []
         self.calls = 0

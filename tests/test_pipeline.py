@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CountingProvider, engine_with, ingest
+from conftest import CountingProvider, captured_logs, engine_with, ingest
 from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 from ingestd.engine import Engine
 from ingestd.store import point_id
@@ -357,3 +357,26 @@ async def test_small_files_share_batches_within_both_caps(tmp_path: Path, counti
     for batch in counting.batches:
         longest = max(len(tokenizer.encode(text).ids) for text in batch)
         assert len(batch) <= 8 and len(batch) * longest <= 200, (len(batch), longest)
+
+
+async def test_a_failed_completion_leaves_the_file_pending_and_says_why(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    doc = engine.settings.documents_dirs[0] / "notes.md"
+    doc.write_text(markdown_document(6, 2))
+
+    async def refuse(_: object) -> None:
+        raise OSError("injected: state volume gone")
+
+    monkeypatch.setattr(engine.pipeline, "_record_done", refuse)
+    with captured_logs("ERROR") as logs:
+        outcome = await ingest(engine, doc, limit_s=60)
+    assert outcome.status == "pending" and outcome.reason is not None
+    assert "injected: state volume gone" in outcome.reason
+    assert [(e["event"], e["path"]) for e in logs] == [("file.error", str(doc))]
+    record = engine.state.get(str(doc))
+    assert record is None or record.status != "done"
+    monkeypatch.undo()
+    outcome = await ingest(engine, doc, limit_s=60)
+    assert outcome.status == "done"
+    assert await engine.store.count_file("documents", str(doc)) == outcome.chunks > 0

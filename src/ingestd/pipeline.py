@@ -452,8 +452,8 @@ class Pipeline:
     # --- embed stage ---------------------------------------------------------------------
     async def _next_batch(self, linger: bool) -> list[Pending]:
         """Up to EMBED_BATCH_SIZE chunks; with `linger`, waiting briefly so small files share a
-        batch. Lingering only while the model is busy costs it nothing; an idle model would
-        wait too, so then the batch is what is queued.
+        batch. Lingering while the model is busy costs it nothing; a local model that is idle
+        would only wait too, so then the batch is what is queued.
 
         Padding makes a batch cost (count x longest chunk), which is what ONNX Runtime's memory
         peak follows, so that product is capped by EMBED_BATCH_MAX_TOKENS too.
@@ -491,7 +491,8 @@ class Pipeline:
                 if inflight is not None and self.queue.empty() and self._carry is None:
                     await self._forward(*inflight)
                     inflight = None
-                taken = await self._next_batch(linger=inflight is not None)
+                linger = inflight is not None or self.provider.fills_batches_when_idle
+                taken = await self._next_batch(linger)
                 batch = [item for item in taken if item.job.failure is None]
                 if not batch:
                     continue
@@ -725,6 +726,10 @@ class Pipeline:
         except asyncio.CancelledError:
             job.outcome = Outcome(job.key, job.target.kind, "pending", "interrupted")
             raise
+        except Exception as exc:  # the record is unchanged: the next pass finishes the file
+            reason = f"recording the pass failed: {type(exc).__name__}: {exc}"
+            job.outcome = Outcome(job.key, job.target.kind, "pending", reason)
+            log.exception("file.error", path=job.key, error=reason, outcome="pending")
         finally:
             self.jobs.pop(job.key, None)
             self.metrics.files_pending.set(len(self.jobs))

@@ -29,6 +29,10 @@ class EmbeddingError(Exception):
 class EmbeddingProvider(ABC):
     name: str
     model: str
+    # Whether a batch should wait briefly for more chunks even when nothing is being embedded:
+    # yes for a rate-limited API, where a request is the unit of cost; no for a local model,
+    # which would only sit idle meanwhile.
+    fills_batches_when_idle: bool = False
 
     @property
     @abstractmethod

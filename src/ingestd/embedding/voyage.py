@@ -269,6 +269,7 @@ class _Failure:
 
 class VoyageProvider(EmbeddingProvider):
     name = "voyage"
+    fills_batches_when_idle = True  # requests per minute are capped, and each one costs a round trip
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
