@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import time
@@ -24,10 +25,10 @@ from conftest import (
     until,
 )
 from generators import ClaudeSession, dump, markdown_document, write_transcript
+from ingestd import cli
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
-from ingestd.importer import run_import
-from ingestd.pipeline import Pipeline, StageCrashed
+from ingestd.pipeline import Pipeline
 
 
 @pytest.fixture
@@ -99,15 +100,17 @@ async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
         await restarted.close()
 
 
-async def test_import_stops_with_an_error_when_a_stage_dies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_import_stops_with_an_error_when_a_stage_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = make_settings(tmp_path)
-    (settings.documents_dirs[0] / "notes.md").write_text(markdown_document(4, 2))
+    """It used to wait for good; now `ingestd import` names the stage and exits 1."""
+    for name, value in subprocess_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "docs" / "notes.md").write_text(markdown_document(4, 2))
     monkeypatch.setattr(Pipeline, "_forward", _broken_stage)
-    expected = r"embed-stage stopped .*injected stage failure.*notes\.md stays pending"
-    with pytest.raises(StageCrashed, match=expected):
-        await asyncio.wait_for(run_import(settings, [], None), 60)
+    assert cli.main(["import"]) == 1
+    error = capsys.readouterr().err
+    assert re.search(r"ingestd: embed-stage stopped .*injected stage failure.*notes\.md stays pending", error)
 
 
 async def _count(daemon: Daemon, kind: str, path: Path) -> bool:
