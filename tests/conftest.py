@@ -75,10 +75,13 @@ class CountingProvider(EmbeddingProvider):
         self.inner = inner
         self.name, self.model = inner.name, inner.model
         self.fills_batches_when_idle = inner.fills_batches_when_idle
-        self.texts: list[str] = []
-        self.batches: list[list[str]] = []
+        self.batches: list[list[str]] = []  # every call's texts, in order
         self.calls = 0
         self.fail_next = 0
+
+    @property
+    def texts(self) -> list[str]:
+        return [text for batch in self.batches for text in batch]
 
     @property
     def dimension(self) -> int:
@@ -103,7 +106,6 @@ class CountingProvider(EmbeddingProvider):
         if self.fail_next > 0:
             self.fail_next -= 1
             raise EmbeddingError("injected embedding failure")
-        self.texts.extend(texts)
         self.batches.append(list(texts))
         return await self.inner.embed_documents(texts)
 

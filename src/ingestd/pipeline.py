@@ -524,17 +524,20 @@ class Pipeline:
         how many the model made."""
         if self.cache is None:
             return await self._embed_fresh(batch), len(batch)
-        digests = [item.chunk.digest for item in batch]
+        digests = [item.chunk.digest for item in batch]  # a hash each: computed once here
         cached = await asyncio.to_thread(self.cache.get_many, list(dict.fromkeys(digests)))
-        missing = [item for item, digest in zip(batch, digests, strict=True) if digest not in cached]
+        missing = [index for index, digest in enumerate(digests) if digest not in cached]
         self.metrics.cache_hits.inc(len(batch) - len(missing))
         self.metrics.cache_misses.inc(len(missing))
-        fresh = await self._embed_fresh(missing) if missing else []
-        new = {item.chunk.digest: vector for item, vector in zip(missing, fresh, strict=True) if vector}
+        fresh = await self._embed_fresh([batch[index] for index in missing]) if missing else []
+        vectors: list[list[float] | None] = [cached.get(digest) for digest in digests]
+        new: dict[str, list[float]] = {}
+        for index, vector in zip(missing, fresh, strict=True):
+            vectors[index] = vector  # None where the file failed for good
+            if vector is not None:
+                new[digests[index]] = vector
         await asyncio.to_thread(self.cache.put_many, new)
-        by_digest: dict[str, list[float] | None] = {**cached, **new}
-        failed = {id(item) for item, vector in zip(missing, fresh, strict=True) if vector is None}
-        return [None if id(item) in failed else by_digest[item.chunk.digest] for item in batch], len(missing)
+        return vectors, len(missing)
 
     async def _embed_fresh(self, batch: list[Pending]) -> list[list[float] | None]:
         """Vectors for the batch; None where a file's embedding failed for good (quarantined)."""

@@ -99,15 +99,11 @@ class VectorStore:
 
     @property
     def encoder(self) -> LexicalEncoder:
+        """Built by ensure_collection for the first collection with BM25 vectors: every caller
+        of this property has ensured its collection first."""
         if self._encoder is None:
-            self._encoder = LexicalEncoder()
+            raise RuntimeError("no collection with BM25 vectors has been ensured")
         return self._encoder
-
-    async def _load_encoder(self) -> None:
-        """Off the loop and before the first batch: building it scans every Unicode code point
-        for punctuation (~0.5 s)."""
-        if self._encoder is None:
-            self._encoder = await asyncio.to_thread(LexicalEncoder)
 
     @property
     def location(self) -> str:
@@ -181,8 +177,10 @@ class VectorStore:
                     await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
         if not self.server:
             self._tune_local(name)
-        if name in self._lexical:
-            await self._load_encoder()
+        if name in self._lexical and self._encoder is None:
+            # Off the loop and before the first batch: building it scans every Unicode code
+            # point for punctuation (~0.5 s).
+            self._encoder = await asyncio.to_thread(LexicalEncoder)
         self._ready.add(name)
         return name
 
