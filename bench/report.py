@@ -153,7 +153,24 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 i["rss_after_unload_mb"],
                 "≤ 100 MB",
                 i["unloaded"] and i["rss_after_unload_mb"] <= 100,
-                f"EMBED_IDLE_UNLOAD_SECONDS={i['idle_unload_seconds']}",
+                f"EMBED_IDLE_UNLOAD_SECONDS={i['idle_unload_seconds']}"
+                + (", dormant (IDLE_DORMANT=true)" if i.get("dormant") else ""),
+            ),
+            *(
+                [
+                    _row(
+                        "7. same, IDLE_DORMANT=false: model unloaded, libraries kept (MB)",
+                        awake["rss_after_unload_mb"],
+                        note=f"USS {awake['uss_after_unload_mb']} MB",
+                    )
+                ]
+                if (awake := i.get("awake_after_unload"))
+                else []
+            ),
+            *(
+                [_row("7. note dropped while dormant → searchable (s)", woke, note="wake, start, embed")]
+                if (woke := i.get("drop_while_dormant_to_searchable_s")) is not None
+                else []
             ),
             _row("7. cold start → first searchable (s)", i["first_searchable_s"]),
             *(
@@ -350,8 +367,11 @@ METHOD = """## Method
   defaults, and with `MALLOC_MMAP_THRESHOLD_=131072`. The "less embedded store" row takes off
   what the points stored in the window cost embedded Qdrant, measured as in the soak.
 - **7. Idle**: the daemon starts with one note present; cold start is spawn → the note is
-  returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0.
-  The import floor is the RSS of a fresh interpreter after one `import` each.
+  returned by a search. With EMBED_IDLE_UNLOAD_SECONDS=5 we wait for `ingestd_model_loaded` 0
+  and, by default, for /health to report the dormant image (see README, "Idle"); then a second
+  note is dropped and timed until a search returns it. The same run with IDLE_DORMANT=false
+  gives the RSS of an unloaded model in the full daemon. The import floor is the RSS of a fresh
+  interpreter after one `import` each.
 - **8. Quality**: sentences (≥ 8 words; a sentence ends at . ? ! or a line break) of 200
   random user/assistant messages of the corpus (not `isMeta` lines, which ingestd skips); a
   query counts as found when a top-5 hit is a chunk of the same file containing the sentence

@@ -368,10 +368,21 @@ def _state_record(state: Path, key: str) -> dict[str, Any] | None:
 
 # --- 7. cold start and idle unload ----------------------------------------------------------
 def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
+    """Cold start, then the idle unload twice: dormant (the default) and IDLE_DORMANT=false."""
+    result = _idle_run(work / "dormant", idle_seconds, dormant=True)
+    awake = _idle_run(work / "awake", idle_seconds, dormant=False)
+    result["awake_after_unload"] = {k: awake[k] for k in ("rss_after_unload_mb", "uss_after_unload_mb")}
+    result["import_floor_mb"] = import_floor()
+    return result
+
+
+def _idle_run(work: Path, idle_seconds: int, dormant: bool) -> dict[str, Any]:
     state, conversations, documents = dirs(work)
     text, probe = document(777)
     (documents / "first.md").write_text(text)
-    env = ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=idle_seconds)
+    env = ingestd_env(
+        state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=idle_seconds, IDLE_DORMANT=dormant
+    )
     daemon = DaemonProc(env, work / "daemon.log")
     try:
         ready = daemon.wait_ready()
@@ -381,13 +392,14 @@ def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
         first = time.monotonic() - daemon.started
         loaded_rss = daemon.sampler.rss() or 0.0
         deadline = time.monotonic() + 6 * idle_seconds + 40
-        while daemon.metrics().get("ingestd_model_loaded", 1) != 0 and time.monotonic() < deadline:
+        while not _asleep(daemon, dormant) and time.monotonic() < deadline:
             time.sleep(0.25)
         unloaded_after = time.monotonic() - daemon.started - first
         time.sleep(2)
         idle_rss = statistics.median(daemon.sampler.rss() or 0.0 for _ in range(5))
         idle_uss = daemon.sampler.process.memory_full_info().uss / 1e6
-        unloaded = daemon.metrics().get("ingestd_model_loaded", 1) == 0
+        unloaded = _asleep(daemon, dormant)
+        woken = _wake_by_a_drop(daemon, documents) if dormant and unloaded else None
     finally:
         daemon.stop()
     return {
@@ -395,19 +407,53 @@ def cold_start_and_idle(work: Path, idle_seconds: int = 5) -> dict[str, Any]:
         "first_searchable_s": round(first, 2),
         "rss_loaded_mb": round(loaded_rss, 1),
         "idle_unload_seconds": idle_seconds,
+        "dormant": dormant,
         "unloaded": unloaded,
         "unloaded_after_s": round(unloaded_after, 1),
         "rss_after_unload_mb": round(idle_rss, 1),
         "uss_after_unload_mb": round(idle_uss, 1),
         "rss_at_ready_mb": round(rss_ready, 1),
-        "import_floor_mb": import_floor(),
+        **({"drop_while_dormant_to_searchable_s": woken} if woken is not None else {}),
     }
+
+
+def _asleep(daemon: DaemonProc, dormant: bool) -> bool:
+    """Model unloaded, and when dormancy is on, the small image is the one answering."""
+    try:
+        if daemon.metrics().get("ingestd_model_loaded", 1) != 0:
+            return False
+        return not dormant or daemon.get_json("/health").get("dormant") is True
+    except OSError:  # the port is closed for a moment while the image is replaced
+        return False
+
+
+def _wake_by_a_drop(daemon: DaemonProc, documents: Path) -> float:
+    """Seconds from dropping a note into a dormant daemon's folder until a search returns it."""
+    text, probe = document(778)
+    started = time.monotonic()
+    (documents / "second.md").write_text(text)
+    while time.monotonic() - started < 120:
+        try:
+            if any(h.get("path", "").endswith("second.md") for h in daemon.search(probe, "documents")):
+                return round(time.monotonic() - started, 2)
+        except OSError:  # waking: 503, or the port closed during the re-exec
+            pass
+        time.sleep(0.05)
+    raise TimeoutError("the note dropped into a dormant daemon never became searchable")
 
 
 def import_floor() -> dict[str, float]:
     """RSS of a fresh interpreter after one import: the floor under any idle daemon."""
     out = {}
-    for module in ("sys", "numpy", "onnxruntime", "fastembed", "qdrant_client", "ingestd.daemon"):
+    for module in (
+        "sys",
+        "numpy",
+        "onnxruntime",
+        "fastembed",
+        "qdrant_client",
+        "ingestd.daemon",
+        "ingestd.dormant",
+    ):
         code = f"import {module}, psutil; print(psutil.Process().memory_info().rss / 1e6)"
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         out[module] = round(float(result.stdout.strip()), 1)

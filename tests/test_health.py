@@ -187,6 +187,7 @@ async def test_search_while_voyage_refuses_the_key_is_a_503_with_the_reason(
         health_host="127.0.0.1",
     )
     daemon = Daemon(settings, engine=Engine(settings))
+    daemon.ready.set()  # as once started: what fails here is the provider
     await daemon.health.start()
     try:
         for _ in range(2):  # the refusal itself, then the halted provider answering locally
@@ -220,15 +221,16 @@ async def test_search_while_qdrant_is_down_is_a_503_with_the_reason(
         qdrant_timeout_seconds=2,
     )
     daemon = Daemon(settings, engine=Engine(settings))
-    await daemon.health.start()
+    running = asyncio.create_task(daemon.run())  # it waits for Qdrant: it never gets ready
     try:
+        await until(lambda: not daemon.engine.pipeline.store_available, 30)
         status, body = await post(daemon, "search", {"query": "flaky test"})
         assert status == 503 and body["error"].startswith("vector store unavailable:"), body
         # qdrant-client checks the server's version on a thread; let its warning land here.
         await until(lambda: not any("_check_compatibility" in t.name for t in threading.enumerate()), 10)
     finally:
-        await daemon.health.stop()
-        await daemon.engine.close()
+        daemon.request_stop()
+        assert await asyncio.wait_for(running, 20) == 0
 
 
 # --- backlog age --------------------------------------------------------------------------------

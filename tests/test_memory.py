@@ -8,6 +8,7 @@ from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
+import pytest
 import structlog
 
 from conftest import CountingProvider, make_settings
@@ -15,6 +16,7 @@ from generators import write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
 from ingestd.logs import configure_logging
+from ingestd.state import FileRecord
 
 
 async def run_until(daemon: Daemon, condition: Any, limit: float = 60.0) -> None:
@@ -44,6 +46,31 @@ async def test_idle_model_is_unloaded(tmp_path: Path, counting: CountingProvider
     assert not counting.loaded
     event = next(e for e in logs if e["event"] == "model.unloaded")
     assert event["outcome"] == "unloaded" and event["rss_mb"] > 0
+    assert daemon.next_mode == "dormant", "IDLE_DORMANT (default on): the CLI re-executes small"
+
+
+@pytest.mark.parametrize("why", ["IDLE_DORMANT=false", "a file waits for a retry"])
+async def test_idle_daemon_stays_awake_when_it_must(
+    tmp_path: Path, counting: CountingProvider, why: str
+) -> None:
+    settings = make_settings(
+        tmp_path, embed_idle_unload_seconds=1.0, idle_dormant=why != "IDLE_DORMANT=false"
+    )
+    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=3, exchanges=2)
+    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
+
+    def unloaded() -> bool:
+        if why == "a file waits for a retry" and counting.texts:  # after the file, before idle
+            daemon.engine.state.files["/gone.jsonl"] = FileRecord(kind="conversations", reason="store down")
+        return any(e["event"] == "model.unloaded" for e in logs)
+
+    configure_logging("INFO", "json")
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await run_until(daemon, unloaded)
+    finally:
+        configure_logging("WARNING", "json")
+    assert daemon.next_mode is None
 
 
 async def test_memory_over_the_limit_pauses_trims_and_recycles(

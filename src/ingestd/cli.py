@@ -21,9 +21,10 @@ from typing import Any
 from ingestd.logs import configure_logging, mask, register_secret
 from ingestd.settings import ConfigError, Settings, load_settings
 from ingestd.state import StateLocked
-from ingestd.system import tune_malloc
+from ingestd.system import reexec, tune_malloc
 
 EXIT_CONFIG = 2
+DAEMON_WAIT_SECONDS = 60.0  # how long the CLI waits for a daemon that is starting or waking
 TOP_REDACTED_FILES = 10  # files listed by `ingestd status` under the redaction total
 
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     try:
         result: int = asyncio.run(_dispatch(args, settings))
+        if getattr(args, "next_mode", None) is not None:
+            reexec(dormant=args.next_mode == "dormant")
     except StateLocked as exc:
         print(f"ingestd: {exc}", file=sys.stderr)
         return 3
@@ -78,7 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ingestd", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("-v", "--verbose", action="store_true", help="show log lines for read commands")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the daemon: watch, ingest, serve /health and /metrics")
+    run = sub.add_parser("run", help="run the daemon: watch, ingest, serve /health and /metrics")
+    run.add_argument("--dormant", action="store_true", help=argparse.SUPPRESS)  # see ingestd.dormant
     imp = sub.add_parser("import", help="one-shot backfill with a progress bar; exits when done")
     imp.add_argument("paths", nargs="*", type=Path, help="files or folders (default: the watched roots)")
     imp.add_argument("--kind", choices=["conversations", "documents"], help="for paths outside the roots")
@@ -101,9 +105,10 @@ def _parser() -> argparse.ArgumentParser:
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     command = args.command
     if command == "run":
-        from ingestd.daemon import Daemon
-
-        return await Daemon(settings).run()
+        runner = _runner(settings, args.dormant)
+        code: int = await runner.run()
+        args.next_mode = runner.next_mode  # main re-executes once the event loop is closed
+        return code
     if command == "model":
         return _prepare_model(settings)
     if command == "import":
@@ -111,12 +116,22 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
         return await run_import(settings, args.paths, args.kind)
     params = _params(args)
-    remote = _daemon_address(settings)
-    if remote is not None:
-        answer = _call_daemon(remote, command, params)
+    if _daemon_address(settings) is not None:
+        answer = _call_daemon(settings, command, params)
     else:
         answer = await _call_locally(settings, command, params)
     return _print(command, answer, getattr(args, "json", False))
+
+
+def _runner(settings: Settings, dormant: bool) -> Any:
+    """The full daemon, or its dormant image, which must not import the full one's libraries."""
+    if dormant:
+        from ingestd.dormant import Dormant
+
+        return Dormant(settings)
+    from ingestd.daemon import Daemon
+
+    return Daemon(settings)
 
 
 def _params(args: argparse.Namespace) -> dict[str, Any]:
@@ -148,23 +163,38 @@ def _daemon_address(settings: Settings) -> str | None:
     return None
 
 
-def _call_daemon(base: str, command: str, params: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(
-        f"{base}/api/{command}",
-        data=json.dumps(params).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer: dict[str, Any] = json.loads(response.read())
-            return answer
-    except urllib.error.HTTPError as exc:
-        body = exc.read().decode(errors="replace")
+def _call_daemon(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Ask the daemon; while it starts or wakes (503 with Retry-After, or the port briefly
+    closed during its re-exec) ask again, for up to DAEMON_WAIT_SECONDS."""
+    deadline = time.monotonic() + DAEMON_WAIT_SECONDS
+    while True:
+        base = _daemon_address(settings)
+        if base is None:
+            return {"error": "the daemon stopped before it answered"}
+        request = urllib.request.Request(
+            f"{base}/api/{command}",
+            data=json.dumps(params).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        wait = 0.5
         try:
-            message = json.loads(body).get("error") or body
-        except (ValueError, AttributeError):
-            message = body
-        return {"error": f"{message} (HTTP {exc.code})"}
+            with urllib.request.urlopen(request, timeout=120) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except urllib.error.HTTPError as exc:
+            body = exc.read().decode(errors="replace")
+            try:
+                message = json.loads(body).get("error") or body
+            except (ValueError, AttributeError):
+                message = body
+            retry_after = exc.headers.get("Retry-After")
+            if exc.code != 503 or retry_after is None or time.monotonic() > deadline:
+                return {"error": f"{message} (HTTP {exc.code})"}
+            wait = min(float(retry_after), 2.0)
+        except (urllib.error.URLError, ConnectionError) as exc:  # refused, or reset mid-answer
+            if time.monotonic() > deadline:
+                return {"error": f"the daemon at {base} does not answer: {exc}"}
+        time.sleep(wait)
 
 
 async def _call_locally(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:

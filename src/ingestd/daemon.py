@@ -3,22 +3,22 @@
 Readers take paths from the work queue, the pipeline embeds and stores, the watcher feeds the
 queue, and small loops report progress, unload an idle model and watch memory. On a signal
 intake stops at once, the in-flight batch is either acknowledged or dropped unrecorded (it is
-replayed idempotently next time), the state is written, and the process exits 0.
+replayed idempotently next time), the state is written, and the process exits 0. After an
+idle unload it stops the same way with `next_mode` set, and the CLI re-executes the process as
+its small dormant image (ingestd.dormant).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import os
 import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from ingestd.engine import Engine
-from ingestd.health import HealthServer
+from ingestd.health import Handler, HealthServer, announce, keep_port_for_next_image, withdraw
 from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
@@ -30,6 +30,7 @@ log = get_logger("ingestd.daemon")
 MEMORY_CHECK_SECONDS = 5.0
 SHUTDOWN_GRACE = 7.0  # seconds for the in-flight batch before it is abandoned (10 s budget)
 HEALTH_PING_TIMEOUT = 3.0  # seconds; the container's health check gives up after 5
+ACTION_READY_WAIT = 20.0  # seconds an API call waits for start-up before it is tried anyway
 
 
 class Daemon:
@@ -61,6 +62,8 @@ class Daemon:
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self._reconciles = 0
         self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
+        self.next_mode: str | None = None  # "dormant" when an idle stop should re-execute small
+        self._last_call = 0.0  # monotonic time of the last API call
 
     # --- run -----------------------------------------------------------------------------
     async def run(self) -> int:
@@ -71,7 +74,7 @@ class Daemon:
         # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
         self.engine.state.lock("daemon")
         await self.health.start()
-        self._write_daemon_file()
+        announce(self.settings.state_dir, self.settings.health_host, self.health.bound_port)
         log.info(
             "daemon.starting",
             path=str(self.settings.state_dir),
@@ -167,26 +170,25 @@ class Daemon:
         with contextlib.suppress(TimeoutError):
             # Give the batch being embedded or stored a moment to be acknowledged.
             await asyncio.wait_for(self._quiesce(), SHUTDOWN_GRACE)
+        if self.next_mode is not None:
+            # Held through exec(): no instant in which a CLI command could open the store.
+            self.engine.state.hand_off_lock()
+            keep_port_for_next_image(self.health)
         await self.engine.close()
         await self.health.stop()
-        with contextlib.suppress(OSError):
-            (self.settings.state_dir / "daemon.json").unlink()
+        if self.next_mode is None:
+            withdraw(self.settings.state_dir)
         log.info(
             "daemon.stopped",
             path=str(self.settings.state_dir),
             seconds=round(time.monotonic() - started, 2),
-            outcome="stopped",
+            outcome=self.next_mode or "stopped",
         )
 
     async def _quiesce(self) -> None:
         pipeline = self.engine.pipeline
         while pipeline.upserts.qsize() > 0:  # noqa: ASYNC110 - a queue has no "empty" event to await
             await asyncio.sleep(0.05)
-
-    def _write_daemon_file(self) -> None:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        info = {"pid": os.getpid(), "host": self.settings.health_host, "port": self.health.bound_port}
-        (self.settings.state_dir / "daemon.json").write_text(json.dumps(info))
 
     # --- work ----------------------------------------------------------------------------
     async def _reader(self, _: int) -> None:
@@ -325,8 +327,10 @@ class Daemon:
         provider, pipeline = self.engine.provider, self.engine.pipeline
         while True:
             await asyncio.sleep(min(idle_limit, 30.0))
-            idle = time.monotonic() - pipeline.last_work
-            if provider.loaded and idle >= idle_limit and not pipeline.jobs and not len(self.queue):
+            idle = time.monotonic() - max(pipeline.last_work, self._last_call)
+            if idle < idle_limit or pipeline.jobs or len(self.queue):
+                continue
+            if provider.loaded:
                 before = rss_mb()
                 await provider.unload()
                 self.engine.metrics.model_loaded.set(0)
@@ -338,6 +342,21 @@ class Daemon:
                     rss_mb=rss_mb(),
                     outcome="unloaded",
                 )
+            # Also after a wake that loaded nothing (`ingestd status`): the libraries stay loaded.
+            if self.settings.idle_dormant and self._nothing_left_to_retry():
+                self.next_mode = "dormant"
+                self.request_stop("idle")
+                return
+
+    def _nothing_left_to_retry(self) -> bool:
+        """Dormant, no retry timer runs: a file waiting on Qdrant or Voyage must keep us awake."""
+        pipeline = self.engine.pipeline
+        return (
+            pipeline.store_available
+            and pipeline.halted is None
+            and not self._requeues
+            and not any(record.status == "pending" for record in self.engine.state.files.values())
+        )
 
     # --- HTTP ----------------------------------------------------------------------------
     async def health_report(self) -> dict[str, Any]:
@@ -352,6 +371,7 @@ class Daemon:
         return {
             "status": "degraded" if degraded else "ok",
             "ready": self.ready.is_set(),
+            "dormant": False,
             "store_reachable": store_ok,
             "model_loaded": self.engine.provider.loaded,
             "embedding_halted": _masked(pipeline.halted),
@@ -367,7 +387,20 @@ class Daemon:
             "rss_mb": rss_mb(),
         }
 
-    def _actions(self) -> dict[str, Any]:
+    def _once_ready(self, handler: Handler) -> Handler:
+        """Actions wait for start-up to finish: a woken daemon is asked at once, before its store
+        is open. Not while Qdrant is known to be down: then the action's own 503 says so."""
+
+        async def after_start(params: dict[str, Any]) -> dict[str, Any]:
+            self._last_call = time.monotonic()  # someone is searching: not idle
+            if not self.ready.is_set() and self.engine.pipeline.store_available:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ready.wait(), ACTION_READY_WAIT)
+            return await handler(params)
+
+        return after_start
+
+    def _actions(self) -> dict[str, Handler]:
         engine = self.engine
 
         async def search(params: dict[str, Any]) -> dict[str, Any]:
@@ -389,7 +422,8 @@ class Daemon:
             outcome = await engine.forget(str(params["path"]))
             return {"forgotten": outcome.path}
 
-        return {"search": search, "status": status, "retry": retry, "forget": forget}
+        actions = {"search": search, "status": status, "retry": retry, "forget": forget}
+        return {name: self._once_ready(handler) for name, handler in actions.items()}
 
 
 def _masked(text: str | None) -> str | None:

@@ -7,25 +7,55 @@ Binds to 127.0.0.1 unless HEALTH_HOST says otherwise (the container sets 0.0.0.0
 An action that fails because a dependency is out (Voyage halted or unreachable, Qdrant down)
 answers 503 with a JSON `error` saying which, rather than aiohttp's bare 500: the CLI prints
 the message, and a client can tell "try later" from "bad request" (400). Messages are masked.
+A daemon that is starting or waking from dormancy answers 503 with Retry-After; the CLI waits.
+
+This module is imported by the dormant daemon, which must stay small: the error types of
+qdrant-client, httpx and the providers are imported only when an action fails.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import contextlib
+import json
+import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
-import httpx
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from qdrant_client.http.exceptions import ApiException
 
-from ingestd.embedding.base import EmbeddingError
 from ingestd.logs import get_logger, mask
 
 log = get_logger("ingestd.health")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
+DAEMON_FILE = "daemon.json"  # how the CLI finds a running daemon's port
+
+
+class Unavailable(Exception):
+    """Not now, soon: the daemon is starting, or waking from dormancy."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def announce(state_dir: Path, host: str, port: int) -> None:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    info = {"pid": os.getpid(), "host": host, "port": port}
+    (state_dir / DAEMON_FILE).write_text(json.dumps(info))
+
+
+def keep_port_for_next_image(server: HealthServer) -> None:
+    """A port the OS chose (HEALTH_PORT=0) is kept through a re-exec: clients know it already."""
+    if server.port == 0:
+        os.environ["HEALTH_PORT"] = str(server.bound_port)
+
+
+def withdraw(state_dir: Path) -> None:
+    with contextlib.suppress(OSError):
+        (state_dir / DAEMON_FILE).unlink()
 
 
 class HealthServer:
@@ -90,25 +120,37 @@ class HealthServer:
             return web.json_response(await handler(params if isinstance(params, dict) else {}))
         except (KeyError, ValueError) as exc:
             return web.json_response({"error": mask(str(exc))}, status=400)
-        except EmbeddingError as exc:
-            return _unavailable(action, f"embedding unavailable: {exc}")
-        except _STORE_ERRORS as exc:
-            return _unavailable(action, f"vector store unavailable: {type(exc).__name__}: {exc}")
+        except Unavailable as exc:
+            return _unavailable(action, str(exc), exc.retry_after)
+        except Exception as exc:
+            reason = _dependency_failure(exc)
+            if reason is None:
+                raise
+            return _unavailable(action, reason)
 
 
-# What Qdrant's REST client raises when the server is down, slow or refuses (the store does not
-# use gRPC); embedded Qdrant fails with OSError or sqlite3 errors.
-_STORE_ERRORS: tuple[type[BaseException], ...] = (
-    ApiException,
-    httpx.HTTPError,
-    OSError,
-    TimeoutError,
-    sqlite3.Error,
-)
+def _dependency_failure(exc: Exception) -> str | None:
+    """Which dependency an action's error blames, or None for a bug (aiohttp's 500)."""
+    import sqlite3
+
+    import httpx
+    from qdrant_client.http.exceptions import ApiException
+
+    from ingestd.embedding.base import EmbeddingError
+
+    if isinstance(exc, EmbeddingError):
+        return f"embedding unavailable: {exc}"
+    # What Qdrant's REST client raises when the server is down, slow or refuses (the store does
+    # not use gRPC); embedded Qdrant fails with OSError or sqlite3 errors.
+    if isinstance(exc, ApiException | httpx.HTTPError | OSError | TimeoutError | sqlite3.Error):
+        return f"vector store unavailable: {type(exc).__name__}: {exc}"
+    return None
 
 
-def _unavailable(action: str, message: str) -> web.Response:
-    """503 with the reason, logged once per request."""
+def _unavailable(action: str, message: str, retry_after: float | None = None) -> web.Response:
+    """503 with the reason, logged once per request; Retry-After when it is only a matter of time."""
     text = mask(message)[:500]
-    log.warning("api.unavailable", path=f"/api/{action}", error=text, outcome="503")
-    return web.json_response({"error": text}, status=503)
+    level = log.warning if retry_after is None else log.info  # starting or waking is no fault
+    level("api.unavailable", path=f"/api/{action}", error=text, outcome="503")
+    headers = {"Retry-After": str(max(1, round(retry_after)))} if retry_after is not None else None
+    return web.json_response({"error": text}, status=503, headers=headers)

@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     embed_batch_size: int = Field(default=16, ge=1, le=1000)
     embed_batch_max_tokens: int = Field(default=512, ge=16)
     embed_idle_unload_seconds: float = Field(default=900.0, ge=0)
+    idle_dormant: bool = True
     embed_cache_max_entries: int = Field(default=200_000, ge=0)
     voyage_api_key: SecretStr | None = None
     voyage_base_url: str | None = None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 VERSION = 1
+LOCK_FD_ENV = "INGESTD_LOCK_FD"  # the lock's descriptor, kept open across a re-exec
 Status = Literal["pending", "done", "skipped", "failed", "quarantined", "deleted", "forgotten"]
 
 
@@ -89,13 +90,14 @@ class StateStore:
         self.meta: dict[str, Any] = {}
         self.dirty = False
         self._lock_handle: Any = None
+        self._handed_off: Any = None
 
     # --- locking -------------------------------------------------------------------------
     def lock(self, owner: str = "daemon") -> None:
         if self._lock_handle is not None:  # already ours (the daemon locks before it announces itself)
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        handle = (self.dir / "ingestd.lock").open("a+")
+        handle = self._inherited_lock() or (self.dir / "ingestd.lock").open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -110,6 +112,31 @@ class StateStore:
         handle.write(f"{owner} pid {os.getpid()}")
         handle.flush()
         self._lock_handle = handle
+
+    def _inherited_lock(self) -> Any:
+        """The lock a re-executing daemon kept open for its next image (see hand_off_lock).
+
+        Locking the same open file again succeeds at once, so the directory is never free in
+        between for a CLI command to open embedded Qdrant beside the daemon.
+        """
+        number = os.environ.pop(LOCK_FD_ENV, "")
+        try:
+            fd = int(number)
+            if os.fstat(fd).st_ino != os.stat(self.dir / "ingestd.lock").st_ino:
+                return None  # not our lock file: leave that descriptor alone
+        except (OSError, ValueError):
+            return None
+        os.set_inheritable(fd, False)
+        return os.fdopen(fd, "a+")
+
+    def hand_off_lock(self) -> None:
+        """Keep the lock held through exec(): its descriptor stays open and is named in the env."""
+        handle, self._lock_handle = self._lock_handle, None
+        if handle is None:
+            return
+        os.set_inheritable(handle.fileno(), True)
+        os.environ[LOCK_FD_ENV] = str(handle.fileno())
+        self._handed_off = handle  # referenced, so it is never closed in this image
 
     def unlock(self) -> None:
         if self._lock_handle is not None:

@@ -7,8 +7,10 @@ import ctypes.util
 import gc
 import math
 import os
+import sys
 from functools import cache
 from pathlib import Path
+from typing import NoReturn
 
 import psutil
 
@@ -82,3 +84,14 @@ def release_memory() -> None:
     libc = _libc()
     if libc is not None:
         libc.malloc_trim(0)
+
+
+def reexec(dormant: bool) -> NoReturn:
+    """Replace this process's image: the same PID, working folder and environment.
+
+    The environment carries what the next image must keep (the state lock's descriptor, a port
+    the OS chose); buffered log lines are flushed first, or they would be lost.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "ingestd", "run", *(["--dormant"] if dormant else [])])

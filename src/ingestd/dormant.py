@@ -1,0 +1,159 @@
+"""Dormancy: after an idle unload the daemon re-executes itself as a small process that watches.
+
+Unloading the model frees its weights, but ONNX Runtime, FastEmbed and qdrant-client stay
+imported (Python cannot unload a module) and embedded Qdrant keeps every point in memory: about
+190 MB of an idle daemon, measured. exec() sheds all of it and keeps the PID, the port and the
+state lock (see StateStore.hand_off_lock). The dormant image imports none of those libraries.
+It watches and reconciles the same roots with the same Watcher, answers /health and /metrics,
+and at the first change it finds, or the first API call, executes the full daemon again, whose
+start-up scan then ingests what changed. It never writes the state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from ingestd.health import Handler, HealthServer, Unavailable, announce, keep_port_for_next_image, withdraw
+from ingestd.logs import get_logger
+from ingestd.metrics import Metrics
+from ingestd.settings import Settings
+from ingestd.state import StateStore
+from ingestd.system import rss_mb
+from ingestd.watcher import Watcher
+from ingestd.workqueue import WorkQueue
+
+log = get_logger("ingestd.dormant")
+WAKE_RETRY_AFTER = 3.0  # seconds until the woken daemon answers: imports, store, first model load
+ACTIONS = ("search", "status", "retry", "forget")
+
+
+class Dormant:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.state = StateStore(settings.state_dir)
+        self.queue = WorkQueue()
+        self.metrics = Metrics()
+        # Whether Qdrant answers is not known here: absent says so, 0 would raise alerts.
+        self.metrics.registry.unregister(self.metrics.store_up)
+        self.metrics.bind(
+            files_queued=lambda: len(self.queue),
+            backlog_age=self.queue.oldest_age,
+            model_loaded=lambda: False,
+            store_up=lambda: False,
+        )
+        self.watcher = Watcher(settings, self.queue, self.state, metrics=self.metrics)
+        self.health = HealthServer(
+            settings.health_host,
+            settings.health_port,
+            self.health_report,
+            self.metrics.exposition,
+            {name: self._wake_for(name) for name in ACTIONS},
+        )
+        self.next_mode: str | None = None  # "daemon" once woken
+        self._finished = asyncio.Event()
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._finished.set)
+        loop.add_signal_handler(signal.SIGHUP, lambda: None)
+        self.state.lock("daemon")
+        report = self.state.load()
+        if report.source == "new" or report.problem:
+            self.wake(str(self.state.path), "the state needs recovery")  # the full daemon does it
+            self.state.hand_off_lock()
+            return 0
+        await self.health.start()
+        announce(self.settings.state_dir, self.settings.health_host, self.health.bound_port)
+        tasks = self.watcher.start()
+        log.info(
+            "daemon.dormant",
+            path=str(self.settings.state_dir),
+            files=len(self.state.files),
+            rss_mb=rss_mb(),
+            outcome="dormant",
+        )
+        try:
+            await asyncio.sleep(0.2)
+            await self.watcher.reconcile()  # whatever changed while the image was replaced
+            tasks += [
+                asyncio.create_task(self._wake_on_work(), name="wake-on-work"),
+                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            ]
+            await self._until_finished(tasks)
+        finally:
+            self.watcher.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.next_mode is not None:
+                keep_port_for_next_image(self.health)
+            await self.health.stop()
+            if self.next_mode is not None:
+                self.state.hand_off_lock()
+            else:
+                withdraw(self.settings.state_dir)
+                self.state.unlock()
+                log.info("daemon.stopped", path=str(self.settings.state_dir), outcome="stopped")
+        return 0
+
+    async def _until_finished(self, tasks: list[asyncio.Task[Any]]) -> None:
+        """Until a signal or a wake. A task that dies wakes the full daemon, which supervises;
+        one that returns was switched off (a probe or reconcile interval of 0)."""
+        finished = asyncio.create_task(self._finished.wait(), name="finished")
+        watched: set[asyncio.Task[Any]] = {finished, *tasks}
+        try:
+            while not self._finished.is_set():
+                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for task in done - {finished}:
+                    if not task.cancelled() and task.exception() is not None:
+                        self.wake(str(self.settings.state_dir), f"{task.get_name()}: {task.exception()!r}")
+        finally:
+            finished.cancel()
+
+    def wake(self, path: str, reason: str) -> None:
+        if self.next_mode is None:
+            log.info("daemon.waking", path=path, reason=reason, outcome="waking")
+            self.next_mode = "daemon"
+            self._finished.set()
+
+    async def _wake_on_work(self) -> None:
+        path, _ = await self.queue.take()
+        self.wake(str(path), "changed")
+
+    async def _reconcile_loop(self) -> None:
+        if self.settings.reconcile_seconds <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.settings.reconcile_seconds)
+            await self.watcher.reconcile()
+
+    def _wake_for(self, action: str) -> Handler:
+        async def handler(_: dict[str, Any]) -> dict[str, Any]:
+            self.wake(f"/api/{action}", "API call")
+            raise Unavailable("ingestd is waking from dormancy; try again shortly", WAKE_RETRY_AFTER)
+
+        return handler
+
+    async def health_report(self) -> dict[str, Any]:
+        """ok: asleep by design. Qdrant is not contacted (its libraries are not loaded)."""
+        return {
+            "status": "ok",
+            "ready": True,
+            "dormant": True,
+            "store_reachable": None,
+            "model_loaded": False,
+            "embedding_halted": None,
+            "queue_depth": len(self.queue),
+            "files_queued": len(self.queue),
+            "chunks_queued": 0,
+            "files_in_flight": 0,
+            "oldest_pending_age_s": round(self.queue.oldest_age(), 1),
+            "files_quarantined": sum(1 for r in self.state.files.values() if r.status == "quarantined"),
+            "last_error": None,
+            "watchers": {str(w.root): w.report() for w in self.watcher.watches},
+            "watch_probe": self.watcher.probe_result.report(),
+            "rss_mb": rss_mb(),
+        }
