@@ -136,6 +136,19 @@ async def test_an_api_call_wakes_it_with_503_and_retry_after(
         _release(dormant)
 
 
+async def test_a_stop_beats_a_wake_under_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dormant, task = await _dormant(tmp_path, monkeypatch)
+    try:
+        dormant.wake("/api/search", "API call")
+        dormant._on_signal()  # SIGTERM before the loop got to re-execute
+        assert await asyncio.wait_for(task, 20) == 0
+        assert dormant.next_mode is None, "it exits; it does not start the full daemon"
+        assert not (dormant.settings.state_dir / "daemon.json").exists()
+        assert LOCK_FD_ENV not in os.environ
+    finally:
+        _release(dormant)
+
+
 async def test_a_missing_state_wakes_it_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)
     dormant = Dormant(make_settings(tmp_path))  # no state.json: the full daemon must rebuild it

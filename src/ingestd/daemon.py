@@ -69,7 +69,7 @@ class Daemon:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
+            loop.add_signal_handler(sig, self._on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
         self.engine.state.lock("daemon")
@@ -151,6 +151,11 @@ class Daemon:
         if not self.stopping.is_set():
             log.info("daemon.stopping", path=str(self.settings.state_dir), signal=why, outcome="stopping")
             self.stopping.set()
+
+    def _on_signal(self, name: str) -> None:
+        """A stop beats an idle stop that is under way: the process exits, it does not go dormant."""
+        self.next_mode = None
+        self.request_stop(name)
 
     def _on_hup(self) -> None:
         log.warning(

@@ -57,7 +57,7 @@ class Dormant:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._finished.set)
+            loop.add_signal_handler(sig, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         self.state.lock("daemon")
         report = self.state.load()
@@ -112,6 +112,11 @@ class Dormant:
                         self.wake(str(self.settings.state_dir), f"{task.get_name()}: {task.exception()!r}")
         finally:
             finished.cancel()
+
+    def _on_signal(self) -> None:
+        """A stop beats a wake that is under way: the process exits instead of re-executing."""
+        self.next_mode = None
+        self._finished.set()
 
     def wake(self, path: str, reason: str) -> None:
         if self.next_mode is None:
