@@ -76,6 +76,32 @@ def _foreign_lock(state_dir: Path) -> StateStore:
     return StateStore(state_dir)
 
 
+def test_a_stop_signal_held_through_exec_still_stops_it_cleanly(tmp_path: Path) -> None:
+    """What system.reexec leaves the next image: SIGTERM blocked and already pending."""
+    env = subprocess_env(tmp_path)
+    daemon = subprocess.Popen(
+        [sys.executable, "-c", _BLOCKED_THEN_RUN],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert daemon.wait(60) == 0, daemon.stderr.read() if daemon.stderr else ""
+    finally:
+        daemon.kill()
+
+
+_BLOCKED_THEN_RUN = """
+import os, signal, sys
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+os.kill(os.getpid(), signal.SIGTERM)  # pending, as if sent while the image was replaced
+sys.argv = ["ingestd", "run"]
+from ingestd.cli import main
+sys.exit(main())
+"""
+
+
 # --- in process: each way of waking ----------------------------------------------------------
 async def _dormant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> tuple[Dormant, Any]:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)

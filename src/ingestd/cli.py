@@ -21,7 +21,7 @@ from typing import Any
 from ingestd.logs import configure_logging, mask, register_secret
 from ingestd.settings import ConfigError, Settings, load_settings
 from ingestd.state import StateLocked
-from ingestd.system import reexec, tune_malloc
+from ingestd.system import STOP_SIGNALS, reexec, tune_malloc
 
 EXIT_CONFIG = 2
 DAEMON_WAIT_SECONDS = 60.0  # how long the CLI waits for a daemon that is starting or waking
@@ -39,8 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     tune_malloc()
     if args.command == "run":
         # Until the event loop installs its handler: a SIGTERM during start-up is still a clean
-        # stop (nothing has been committed yet), not a death by signal.
-        signal.signal(signal.SIGTERM, _exit_cleanly)
+        # stop (nothing has been committed yet), not a death by signal. One that came during a
+        # re-exec was held blocked (system.reexec) and lands now.
+        for stop in STOP_SIGNALS:
+            signal.signal(stop, _exit_cleanly)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     quiet = args.command in ("status", "search") and not args.verbose
     configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
     try:

@@ -7,7 +7,7 @@ Binds to 127.0.0.1 unless HEALTH_HOST says otherwise (the container sets 0.0.0.0
 An action that fails because a dependency is out (Voyage halted or unreachable, Qdrant down)
 answers 503 with a JSON `error` saying which, rather than aiohttp's bare 500: the CLI prints
 the message, and a client can tell "try later" from "bad request" (400). Messages are masked.
-A daemon that is starting or waking from dormancy answers 503 with Retry-After; the CLI waits.
+A dormant daemon answers an action with 503 and Retry-After while it wakes; the CLI waits.
 
 This module is imported by the dormant daemon, which must stay small: the error types of
 qdrant-client, httpx and the providers are imported only when an action fails.

@@ -7,6 +7,7 @@ import ctypes.util
 import gc
 import math
 import os
+import signal
 import sys
 from functools import cache
 from pathlib import Path
@@ -86,12 +87,18 @@ def release_memory() -> None:
         libc.malloc_trim(0)
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def reexec(dormant: bool) -> NoReturn:
     """Replace this process's image: the same PID, working folder and environment.
 
     The environment carries what the next image must keep (the state lock's descriptor, a port
-    the OS chose); buffered log lines are flushed first, or they would be lost.
+    the OS chose); buffered log lines are flushed first, or they would be lost. Stop signals are
+    blocked, not lost: the mask and pending signals survive exec(), and the next image unblocks
+    them once its handler is in place, so a `docker stop` meanwhile is still a clean exit.
     """
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     os.execv(sys.executable, [sys.executable, "-m", "ingestd", "run", *(["--dormant"] if dormant else [])])
