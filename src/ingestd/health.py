@@ -36,7 +36,7 @@ DAEMON_FILE = "daemon.json"  # how the CLI finds a running daemon's port
 class Unavailable(Exception):
     """Not now, soon: the daemon is starting, or waking from dormancy."""
 
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 
