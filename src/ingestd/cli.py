@@ -20,7 +20,7 @@ from typing import Any
 
 from ingestd.logs import configure_logging, mask, register_secret
 from ingestd.settings import ConfigError, Settings, load_settings
-from ingestd.state import StateLocked
+from ingestd.state import DAEMON_FILE, LOCK_FILE, StateLocked
 from ingestd.system import STOP_SIGNALS, reexec, tune_malloc
 
 EXIT_CONFIG = 2
@@ -149,8 +149,8 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
 
 def _daemon_address(settings: Settings) -> str | None:
     """The running daemon's URL, if one holds the state directory."""
-    info_file = settings.state_dir / "daemon.json"
-    lock_file = settings.state_dir / "ingestd.lock"
+    info_file = settings.state_dir / DAEMON_FILE
+    lock_file = settings.state_dir / LOCK_FILE
     if not info_file.exists() or not lock_file.exists():
         return None
     import fcntl

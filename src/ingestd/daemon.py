@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from ingestd.engine import Engine
-from ingestd.health import Handler, HealthServer, announce, keep_port_for_next_image, withdraw
+from ingestd.health import Handler, HealthServer, announce, hand_over, withdraw
 from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
+from ingestd.supervision import first_crash
 from ingestd.system import release_memory, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
@@ -60,7 +61,6 @@ class Daemon:
         self._busy_since: float | None = None
         self._done_files = 0
         self._requeues: dict[str, asyncio.Task[None]] = {}
-        self._reconciles = 0
         self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
         self.next_mode: str | None = None  # "dormant" when an idle stop should re-execute small
         self._last_call = 0.0  # monotonic time of the last API call
@@ -105,7 +105,7 @@ class Daemon:
                     asyncio.create_task(self._reader(n), name=f"reader-{n}")
                     for n in range(self.settings.file_concurrency)
                 ),
-                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                asyncio.create_task(self.watcher.reconcile_forever(), name="reconcile"),
                 asyncio.create_task(self._progress_loop(), name="progress"),
                 asyncio.create_task(self._idle_loop(), name="idle-unload"),
                 asyncio.create_task(self._memory_loop(), name="memory"),
@@ -124,28 +124,20 @@ class Daemon:
         A dead stage or reader would leave the daemon up but stalled for good. Exiting lets the
         container restart it, and the state file resumes every file where it was.
         """
-        stop = asyncio.create_task(self.stopping.wait(), name="stop-wait")
-        watched: set[asyncio.Task[Any]] = {stop, *self._tasks, *self.engine.pipeline.stages}
-        try:
-            while not self.stopping.is_set():
-                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    if task is stop or task.cancelled() or task.exception() is None:
-                        continue  # a loop that is switched off returns at once
-                    error = task.exception()
-                    log.error(
-                        "daemon.task_crashed",
-                        path=str(self.settings.state_dir),
-                        task=task.get_name(),
-                        error=f"{type(error).__name__}: {error}",
-                        outcome="exiting",
-                        exc_info=error,
-                    )
-                    self.request_stop(f"{task.get_name()} crashed")
-                    return 1
+        crashed = await first_crash([*self._tasks, *self.engine.pipeline.stages], self.stopping)
+        if crashed is None:
             return 0
-        finally:
-            stop.cancel()
+        error = crashed.exception()
+        log.error(
+            "daemon.task_crashed",
+            path=str(self.settings.state_dir),
+            task=crashed.get_name(),
+            error=f"{type(error).__name__}: {error}",
+            outcome="exiting",
+            exc_info=error,
+        )
+        self.request_stop(f"{crashed.get_name()} crashed")
+        return 1
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
@@ -177,8 +169,7 @@ class Daemon:
             await asyncio.wait_for(self._quiesce(), SHUTDOWN_GRACE)
         if self.next_mode is not None:
             # Held through exec(): no instant in which a CLI command could open the store.
-            self.engine.state.hand_off_lock()
-            keep_port_for_next_image(self.health)
+            hand_over(self.health, self.engine.state)
         await self.engine.close()
         await self.health.stop()
         if self.next_mode is None:
@@ -227,20 +218,6 @@ class Daemon:
         await job.done.wait()
         self._requeues.pop(job.key, None)
         self.queue.put(path)
-
-    async def _reconcile_loop(self) -> None:
-        if self.settings.reconcile_seconds <= 0:
-            return
-        while True:
-            await asyncio.sleep(self.settings.reconcile_seconds)
-            # The watcher also compares what the scan found with what events announced, and
-            # switches a root whose events do not arrive to polling (see watcher.check_delivery).
-            changed = await self.watcher.reconcile()
-            self._reconciles += 1
-            if changed:
-                log.info(
-                    "reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued"
-                )
 
     # --- housekeeping --------------------------------------------------------------------
     async def _progress_loop(self) -> None:
@@ -360,7 +337,7 @@ class Daemon:
             pipeline.store_available
             and pipeline.halted is None
             and not self._requeues
-            and not any(record.status == "pending" for record in self.engine.state.files.values())
+            and "pending" not in self.engine.state.summary()
         )
 
     # --- HTTP ----------------------------------------------------------------------------
@@ -371,7 +348,7 @@ class Daemon:
         if pipeline.store_available and self.ready.is_set():
             with contextlib.suppress(TimeoutError):
                 store_ok = await asyncio.wait_for(self.engine.store.ping(), HEALTH_PING_TIMEOUT)
-        quarantined = sum(1 for r in self.engine.state.files.values() if r.status == "quarantined")
+        quarantined = self.engine.state.summary().get("quarantined", 0)
         degraded = not store_ok or pipeline.halted is not None or not self.ready.is_set()
         return {
             "status": "degraded" if degraded else "ok",

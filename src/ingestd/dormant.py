@@ -15,11 +15,12 @@ import asyncio
 import signal
 from typing import Any
 
-from ingestd.health import Handler, HealthServer, Unavailable, announce, keep_port_for_next_image, withdraw
+from ingestd.health import Handler, HealthServer, Unavailable, announce, hand_over, withdraw
 from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
+from ingestd.supervision import first_crash
 from ingestd.system import rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
@@ -35,13 +36,10 @@ class Dormant:
         self.state = StateStore(settings.state_dir)
         self.queue = WorkQueue()
         self.metrics = Metrics()
-        # Whether Qdrant answers is not known here: absent says so, 0 would raise alerts.
-        self.metrics.registry.unregister(self.metrics.store_up)
-        self.metrics.bind(
+        self.metrics.bind(  # no store_up: whether Qdrant answers is not known here
             files_queued=lambda: len(self.queue),
             backlog_age=self.queue.oldest_age,
             model_loaded=lambda: False,
-            store_up=lambda: False,
         )
         self.watcher = Watcher(settings, self.queue, self.state, metrics=self.metrics)
         self.health = HealthServer(
@@ -63,7 +61,7 @@ class Dormant:
         report = self.state.load()
         if report.source == "new" or report.problem:
             self.wake(str(self.state.path), "the state needs recovery")  # the full daemon does it
-            self.state.hand_off_lock()
+            hand_over(self.health, self.state)
             return 0
         await self.health.start()
         announce(self.settings.state_dir, self.settings.health_host, self.health.bound_port)
@@ -80,7 +78,7 @@ class Dormant:
             await self.watcher.reconcile()  # whatever changed while the image was replaced
             tasks += [
                 asyncio.create_task(self._wake_on_work(), name="wake-on-work"),
-                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+                asyncio.create_task(self.watcher.reconcile_forever(), name="reconcile"),
             ]
             await self._until_finished(tasks)
         finally:
@@ -88,11 +86,9 @@ class Dormant:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            if self.next_mode is not None:
-                keep_port_for_next_image(self.health)
             await self.health.stop()
             if self.next_mode is not None:
-                self.state.hand_off_lock()
+                hand_over(self.health, self.state)
             else:
                 withdraw(self.settings.state_dir)
                 self.state.unlock()
@@ -100,18 +96,10 @@ class Dormant:
         return 0
 
     async def _until_finished(self, tasks: list[asyncio.Task[Any]]) -> None:
-        """Until a signal or a wake. A task that dies wakes the full daemon, which supervises;
-        one that returns was switched off (a probe or reconcile interval of 0)."""
-        finished = asyncio.create_task(self._finished.wait(), name="finished")
-        watched: set[asyncio.Task[Any]] = {finished, *tasks}
-        try:
-            while not self._finished.is_set():
-                done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in done - {finished}:
-                    if not task.cancelled() and task.exception() is not None:
-                        self.wake(str(self.settings.state_dir), f"{task.get_name()}: {task.exception()!r}")
-        finally:
-            finished.cancel()
+        """Until a signal or a wake. A task that dies wakes the full daemon, which supervises."""
+        crashed = await first_crash(tasks, self._finished)
+        if crashed is not None:
+            self.wake(str(self.settings.state_dir), f"{crashed.get_name()}: {crashed.exception()!r}")
 
     def _on_signal(self) -> None:
         """A stop beats a wake that is under way: the process exits instead of re-executing."""
@@ -127,13 +115,6 @@ class Dormant:
     async def _wake_on_work(self) -> None:
         path, _ = await self.queue.take()
         self.wake(str(path), "changed")
-
-    async def _reconcile_loop(self) -> None:
-        if self.settings.reconcile_seconds <= 0:
-            return
-        while True:
-            await asyncio.sleep(self.settings.reconcile_seconds)
-            await self.watcher.reconcile()
 
     def _wake_for(self, action: str) -> Handler:
         async def handler(_: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +137,7 @@ class Dormant:
             "chunks_queued": 0,
             "files_in_flight": 0,
             "oldest_pending_age_s": round(self.queue.oldest_age(), 1),
-            "files_quarantined": sum(1 for r in self.state.files.values() if r.status == "quarantined"),
+            "files_quarantined": self.state.summary().get("quarantined", 0),
             "last_error": None,
             "watchers": {str(w.root): w.report() for w in self.watcher.watches},
             "watch_probe": self.watcher.probe_result.report(),

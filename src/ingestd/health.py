@@ -26,11 +26,11 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingestd.logs import get_logger, mask
+from ingestd.state import DAEMON_FILE, StateStore
 
 log = get_logger("ingestd.health")
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
-DAEMON_FILE = "daemon.json"  # how the CLI finds a running daemon's port
 
 
 class Unavailable(Exception):
@@ -47,8 +47,10 @@ def announce(state_dir: Path, host: str, port: int) -> None:
     (state_dir / DAEMON_FILE).write_text(json.dumps(info))
 
 
-def keep_port_for_next_image(server: HealthServer) -> None:
-    """A port the OS chose (HEALTH_PORT=0) is kept through a re-exec: clients know it already."""
+def hand_over(server: HealthServer, state: StateStore) -> None:
+    """Before a re-exec: the next image keeps the state lock, and a port the OS chose
+    (HEALTH_PORT=0), which clients already know."""
+    state.hand_off_lock()
     if server.port == 0:
         os.environ["HEALTH_PORT"] = str(server.bound_port)
 

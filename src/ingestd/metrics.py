@@ -79,13 +79,19 @@ class Metrics:
         files_queued: Callable[[], float],
         backlog_age: Callable[[], float],
         model_loaded: Callable[[], bool],
-        store_up: Callable[[], bool],
+        store_up: Callable[[], bool] | None = None,
     ) -> None:
-        """Read the daemon's current condition at scrape time instead of copying it around."""
+        """Read the daemon's current condition at scrape time instead of copying it around.
+
+        Without `store_up` the gauge is left out: unknown must not read as 0 to an alert."""
         self.files_queued.set_function(files_queued)
         self.backlog_age.set_function(backlog_age)
         self.model_loaded.set_function(lambda: 1.0 if model_loaded() else 0.0)
-        self.store_up.set_function(lambda: 1.0 if store_up() else 0.0)
+        if store_up is None:
+            self.registry.unregister(self.store_up)
+        else:
+            store = store_up
+            self.store_up.set_function(lambda: 1.0 if store() else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -47,6 +47,7 @@ from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, 
 from ingestd.settings import Settings
 from ingestd.state import FileRecord, StateStore, Status
 from ingestd.store import ModelMismatch, VectorStore, payload_path, point_id
+from ingestd.supervision import first_crash
 from ingestd.system import release_memory, rss_mb
 
 log = get_logger("ingestd.pipeline")
@@ -191,15 +192,12 @@ class Pipeline:
     async def settled(self, job: FileJob) -> None:
         """Until the job has settled. Raises StageCrashed if a stage dies first: that job would
         never settle, and the caller (the import command) would wait for good."""
-        waiting = asyncio.ensure_future(job.done.wait())
-        try:
-            await asyncio.wait({waiting, *self._tasks}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            waiting.cancel()
-        dead = next((task for task in self._tasks if task.done()), None)
-        if dead is not None and not job.done.is_set():
-            error = None if dead.cancelled() else dead.exception()
-            raise StageCrashed(f"{dead.get_name()} stopped ({error!r}); {job.key} stays pending") from error
+        crashed = await first_crash(self._tasks, job.done)
+        if crashed is not None:
+            error = crashed.exception()
+            raise StageCrashed(
+                f"{crashed.get_name()} stopped ({error!r}); {job.key} stays pending"
+            ) from error
 
     # --- one file ------------------------------------------------------------------------
     async def ingest(self, target: Target) -> FileJob | Outcome:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 VERSION = 1
 LOCK_FD_ENV = "INGESTD_LOCK_FD"  # the lock's descriptor, kept open across a re-exec
+LOCK_FILE = "ingestd.lock"
+DAEMON_FILE = "daemon.json"  # a running daemon's address, for the CLI (health.announce)
 Status = Literal["pending", "done", "skipped", "failed", "quarantined", "deleted", "forgotten"]
 
 
@@ -97,7 +99,7 @@ class StateStore:
         if self._lock_handle is not None:  # already ours (the daemon locks before it announces itself)
             return
         self.dir.mkdir(parents=True, exist_ok=True)
-        handle = self._inherited_lock() or (self.dir / "ingestd.lock").open("a+")
+        handle = self._inherited_lock() or (self.dir / LOCK_FILE).open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -122,7 +124,7 @@ class StateStore:
         number = os.environ.pop(LOCK_FD_ENV, "")
         try:
             fd = int(number)
-            if os.fstat(fd).st_ino != os.stat(self.dir / "ingestd.lock").st_ino:
+            if os.fstat(fd).st_ino != os.stat(self.dir / LOCK_FILE).st_ino:
                 return None  # not our lock file: leave that descriptor alone
         except (OSError, ValueError):
             return None

@@ -141,6 +141,18 @@ class Watcher:
         self.check_delivery(fresh)
         return len(changed)
 
+    async def reconcile_forever(self) -> None:
+        """A reconcile scan every RECONCILE_SECONDS (0: none), which also checks event delivery."""
+        if self.settings.reconcile_seconds <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.settings.reconcile_seconds)
+            changed = await self.reconcile()
+            if changed:
+                log.info(
+                    "reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued"
+                )
+
     def _scan(self, since: float) -> tuple[list[Path], Fresh]:
         changed: list[Path] = []
         fresh: Fresh = []
