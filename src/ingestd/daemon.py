@@ -166,7 +166,8 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         with contextlib.suppress(TimeoutError):
             # Give the batch being embedded or stored a moment to be acknowledged.
-            await asyncio.wait_for(self._quiesce(), SHUTDOWN_GRACE)
+            async with asyncio.timeout(SHUTDOWN_GRACE):
+                await self._quiesce()
         if self.next_mode is not None:
             # Held through exec(): no instant in which a CLI command could open the store.
             hand_over(self.health, self.engine.state)
@@ -347,7 +348,8 @@ class Daemon:
         store_ok = False
         if pipeline.store_available and self.ready.is_set():
             with contextlib.suppress(TimeoutError):
-                store_ok = await asyncio.wait_for(self.engine.store.ping(), HEALTH_PING_TIMEOUT)
+                async with asyncio.timeout(HEALTH_PING_TIMEOUT):
+                    store_ok = await self.engine.store.ping()
         quarantined = self.engine.state.summary().get("quarantined", 0)
         degraded = not store_ok or pipeline.halted is not None or not self.ready.is_set()
         return {
@@ -377,7 +379,8 @@ class Daemon:
             self._last_call = time.monotonic()  # someone is searching: not idle
             if not self.ready.is_set() and self.engine.pipeline.store_available:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ready.wait(), ACTION_READY_WAIT)
+                    async with asyncio.timeout(ACTION_READY_WAIT):
+                        await self.ready.wait()
             return await handler(params)
 
         return after_start

@@ -177,7 +177,8 @@ class Engine:
         points: dict[str, int | None] = {}
         for kind in KINDS:
             try:
-                points[self.store.collections[kind]] = await asyncio.wait_for(self.store.count(kind), 10)
+                async with asyncio.timeout(10):
+                    points[self.store.collections[kind]] = await self.store.count(kind)
             except Exception:
                 points[self.store.collections[kind]] = None
         redactions = {p: r.redactions for p, r in self.state.files.items() if r.redactions}

@@ -468,7 +468,8 @@ class Pipeline:
                 if remaining <= 0:
                     break
                 try:
-                    item = await asyncio.wait_for(self.queue.get(), remaining)
+                    async with asyncio.timeout(remaining):
+                        item = await self.queue.get()
                 except TimeoutError:
                     break
             if (len(batch) + 1) * max(longest, item.chunk.tokens) > self.settings.embed_batch_max_tokens:
@@ -655,7 +656,8 @@ class Pipeline:
         attempt = 0
         while True:
             try:
-                result = await asyncio.wait_for(call(), timeout=self.settings.qdrant_timeout_seconds)
+                async with asyncio.timeout(self.settings.qdrant_timeout_seconds):
+                    result = await call()
             except (asyncio.CancelledError, ModelMismatch):
                 raise  # a collection of another model is a configuration error, not an outage
             except Exception as exc:

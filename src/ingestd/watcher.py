@@ -252,9 +252,8 @@ class Watcher:
             if not watch.root.is_dir():
                 log.warning("watch.root_missing", path=str(watch.root), outcome="waiting")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self._stop.wait(), timeout=max(5.0, self.settings.reconcile_seconds / 10)
-                    )
+                    async with asyncio.timeout(max(5.0, self.settings.reconcile_seconds / 10)):
+                        await self._stop.wait()
                 continue
             watch.restart.clear()
             watch.started_wall = time.time()
@@ -336,7 +335,8 @@ class Watcher:
             if any(not watch.polling for watch in self.watches):
                 await self.probe()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._stop.wait()
 
     async def probe(self, wait_s: float = PROBE_TIMEOUT) -> ProbeResult:
         """Write a file next to the state and wait for its event; without one, poll every root."""
@@ -389,9 +389,8 @@ class Watcher:
                 attempt += 1
                 await asyncio.to_thread(target.write_text, f"{os.getpid()} {attempt} {time.time()}\n")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        seen.wait(), timeout=min(1.0, max(0.0, deadline - time.monotonic()))
-                    )
+                    async with asyncio.timeout(min(1.0, max(0.0, deadline - time.monotonic()))):
+                        await seen.wait()
             if listener.done() and not listener.cancelled() and listener.exception() is not None:
                 raise RuntimeError(str(listener.exception()))
             return seen.is_set()
