@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ingestd.settings_doc import COMPOSE_VARIABLE
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
@@ -85,11 +89,20 @@ def compose() -> dict[str, Any]:
     return data
 
 
-def compose_environment(service: str = "ingestd") -> dict[str, str]:
+def compose_environment(
+    service: str = "ingestd", variables: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The service's environment, `${NAME:-default}` filled in as compose would from `variables`
+    (the shell and .env), else from the default."""
     env = compose()["services"][service].get("environment") or {}
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {str(k): str(v) for k, v in env.items()}
+    given = variables or {}
+
+    def fill(match: re.Match[str]) -> str:
+        return given.get(match["name"], match["default"] or "")
+
+    return {str(k): COMPOSE_VARIABLE.sub(fill, str(v)) for k, v in env.items()}
 
 
 def compose_volumes(service: str = "ingestd") -> list[tuple[str, str, str]]:

@@ -8,16 +8,20 @@ folders, the port is a free one, and the model is the one `make install` assembl
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from conftest import MODEL_CACHE, free_port
 from containerfiles import compose_environment, compose_volumes, container_command, runtime_stage
@@ -27,13 +31,14 @@ from ingestd.settings import Settings
 BIN = Path(sys.executable).parent
 
 
-def container_env(tmp: Path) -> tuple[dict[str, str], dict[str, Path]]:
-    """The image's and compose's environment, with container paths mapped into tmp."""
+def container_env(tmp: Path, host_port: int) -> tuple[dict[str, str], dict[str, Path]]:
+    """The image's and compose's environment (HEALTH_HOST_PORT set to `host_port` as in .env),
+    with container paths mapped into tmp."""
     env = {k: v for k, v in os.environ.items() if k.upper() not in {n.upper() for n in Settings.model_fields}}
     image_env = runtime_stage().env()
     image_env.pop("PATH")
     env.update(image_env)
-    env.update(compose_environment())
+    env.update(compose_environment(variables={"HEALTH_HOST_PORT": str(host_port)}))
     env["PATH"] = f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"
     env.pop("QDRANT_URL")  # embedded Qdrant instead of the qdrant service
     mounts = {target: tmp / target.strip("/") for _, target, _ in compose_volumes()}
@@ -48,6 +53,46 @@ def container_env(tmp: Path) -> tuple[dict[str, str], dict[str, Path]]:
     return env, mounts
 
 
+class PortMapping:
+    """What Docker's `ports:` entry does: connections to the published port reach the container's."""
+
+    def __init__(self, published: int, target: int) -> None:
+        self.target, self.connections = target, 0
+        self.listener = socket.create_server(("127.0.0.1", published))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                inbound, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self.connections += 1
+            outbound = socket.create_connection(("127.0.0.1", self.target))
+            for source, sink in ((inbound, outbound), (outbound, inbound)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def cli(env: dict[str, str], cwd: Path, *args: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [str(BIN / "ingestd"), *args, "--json"], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    answer: dict[str, Any] = json.loads(result.stdout)
+    return answer
+
+
 def health(port: int) -> tuple[int, dict[str, object]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as response:
@@ -59,26 +104,19 @@ def health(port: int) -> tuple[int, dict[str, object]]:
 
 
 def search(env: dict[str, str], cwd: Path, query: str) -> list[dict[str, object]]:
-    result = subprocess.run(
-        [str(BIN / "ingestd"), "search", query, "--json", "-k", "10"],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    hits: list[dict[str, object]] = json.loads(result.stdout)["hits"]
+    hits: list[dict[str, object]] = cli(env, cwd, "search", query, "-k", "10")["hits"]
     return hits
 
 
 def test_container_command_runs_natively(tmp_path: Path) -> None:
-    env, mounts = container_env(tmp_path)
+    published = free_port()
+    env, mounts = container_env(tmp_path, host_port=published)
     command = container_command()
     assert command == ["ingestd", "run"]
     executable = shutil.which(command[0], path=env["PATH"])
     assert executable is not None
     port = int(env["HEALTH_PORT"])
+    mapping = PortMapping(published, port)
     log_path = tmp_path / "daemon.log"
     with log_path.open("wb") as log:
         daemon = subprocess.Popen(
@@ -128,7 +166,19 @@ def test_container_command_runs_natively(tmp_path: Path) -> None:
         assert sorted(p for root in (conversations, documents) for p in root.rglob("*")) == written, (
             "ingestd wrote inside a watched folder"
         )
+
+        # The CLI on the host of a container reads the same daemon.json, from another network
+        # namespace: it must connect to the published port, not the container's own.
+        announced = Path(env["STATE_DIR"]) / "daemon.json"
+        info = json.loads(announced.read_text())
+        assert (info["port"], info["published_port"]) == (port, published)
+        assert info["netns"] == os.readlink("/proc/self/ns/net")
+        assert mapping.connections == 0, "the CLI beside the daemon used the published port"
+        announced.write_text(json.dumps({**info, "netns": "net:[1]"}))  # as the host sees it
+        assert cli(env, tmp_path, "status")["files"]["done"] == 2
+        assert mapping.connections == 1
     finally:
+        mapping.close()
         started = time.monotonic()
         daemon.send_signal(signal.SIGTERM)
         try:

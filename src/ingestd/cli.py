@@ -21,7 +21,7 @@ from typing import Any
 from ingestd.logs import configure_logging, mask, register_secret
 from ingestd.settings import ConfigError, Settings, load_settings
 from ingestd.state import DAEMON_FILE, LOCK_FILE, StateLocked
-from ingestd.system import STOP_SIGNALS, reexec, tune_malloc
+from ingestd.system import STOP_SIGNALS, network_namespace, reexec, tune_malloc
 
 EXIT_CONFIG = 2
 DAEMON_WAIT_SECONDS = 60.0  # how long the CLI waits for a daemon that is starting or waking
@@ -159,11 +159,19 @@ def _daemon_address(settings: Settings) -> str | None:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            info = json.loads(info_file.read_text())
-            host = "127.0.0.1" if info["host"] in ("0.0.0.0", "::", "") else info["host"]
-            return f"http://{host}:{info['port']}"
+            return _reachable_address(json.loads(info_file.read_text()))
         fcntl.flock(handle, fcntl.LOCK_UN)
     return None
+
+
+def _reachable_address(info: dict[str, Any]) -> str:
+    """From the daemon's network namespace, the port it bound; from outside it (the host of its
+    container), the published port, when the daemon was told one."""
+    host = "127.0.0.1" if info["host"] in ("0.0.0.0", "::", "") else info["host"]
+    port = info["port"]
+    if info.get("published_port") and info.get("netns") != network_namespace():
+        port = info["published_port"]
+    return f"http://{host}:{port}"
 
 
 def _call_daemon(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -74,7 +74,12 @@ class Daemon:
         # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
         self.engine.state.lock("daemon")
         await self.health.start()
-        announce(self.settings.state_dir, self.settings.health_host, self.health.bound_port)
+        announce(
+            self.settings.state_dir,
+            self.settings.health_host,
+            self.health.bound_port,
+            self.settings.health_published_port,
+        )
         log.info(
             "daemon.starting",
             path=str(self.settings.state_dir),

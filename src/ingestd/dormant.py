@@ -64,7 +64,12 @@ class Dormant:
             hand_over(self.health, self.state)
             return 0
         await self.health.start()
-        announce(self.settings.state_dir, self.settings.health_host, self.health.bound_port)
+        announce(
+            self.settings.state_dir,
+            self.settings.health_host,
+            self.health.bound_port,
+            self.settings.health_published_port,
+        )
         tasks = self.watcher.start()
         log.info(
             "daemon.dormant",

@@ -27,6 +27,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingestd.logs import get_logger, mask
 from ingestd.state import DAEMON_FILE, StateStore
+from ingestd.system import network_namespace
 
 log = get_logger("ingestd.health")
 
@@ -41,9 +42,15 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-def announce(state_dir: Path, host: str, port: int) -> None:
+def announce(state_dir: Path, host: str, port: int, published_port: int | None) -> None:
     state_dir.mkdir(parents=True, exist_ok=True)
-    info = {"pid": os.getpid(), "host": host, "port": port}
+    info = {
+        "pid": os.getpid(),
+        "host": host,
+        "port": port,
+        "published_port": published_port,
+        "netns": network_namespace(),
+    }
     (state_dir / DAEMON_FILE).write_text(json.dumps(info))
 
 

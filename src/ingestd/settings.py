@@ -125,6 +125,7 @@ class Settings(BaseSettings):
     log_format: Literal["auto", "json", "console"] = "auto"
     health_host: str = "127.0.0.1"
     health_port: int = Field(default=8765, ge=0, le=65535)
+    health_published_port: int | None = Field(default=None, ge=1, le=65535)
     progress_log_seconds: float = Field(default=30.0, ge=0)
     heartbeat_seconds: float = Field(default=3600.0, ge=0)
 

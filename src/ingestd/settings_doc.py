@@ -32,7 +32,7 @@ TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:e
 _BANNER = re.compile(r"^\s*# --- (?P<group>[^-].*?) -+\s*$")
 _FIELD = re.compile(r"^    (?P<name>[a-z][a-z0-9_]*)\s*:")
 _ASSIGN = re.compile(r"^(?P<unset># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
-_COMPOSE_VAR = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
+COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
 COMPOSE_GROUP = "docker compose only"
 
 
@@ -100,7 +100,7 @@ def compose_variables(compose_file: Path) -> dict[str, str]:
     """The `${NAME:-default}` variables of the compose file, with their defaults."""
     if not compose_file.is_file():
         return {}
-    return {m["name"]: m["default"] or "" for m in _COMPOSE_VAR.finditer(compose_file.read_text())}
+    return {m["name"]: m["default"] or "" for m in COMPOSE_VARIABLE.finditer(compose_file.read_text())}
 
 
 def compose_problems(entries: list[Entry], compose_file: Path) -> list[str]:

@@ -16,6 +16,15 @@ from typing import NoReturn
 import psutil
 
 
+def network_namespace() -> str | None:
+    """This process's network namespace (Linux): a client in the daemon's own reaches the port
+    it bound; one outside, on the host of a container, needs the published port."""
+    try:
+        return os.readlink("/proc/self/ns/net")
+    except OSError:
+        return None
+
+
 def available_cpus() -> int:
     """CPUs this process may use: the cgroup quota in a container, else the affinity mask."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
