@@ -23,7 +23,7 @@ from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
 from ingestd.supervision import first_crash
-from ingestd.system import release_memory, rss_mb
+from ingestd.system import STOP_SIGNALS, release_memory, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
 
@@ -68,18 +68,13 @@ class Daemon:
     # --- run -----------------------------------------------------------------------------
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
         self.engine.state.lock("daemon")
         await self.health.start()
-        announce(
-            self.settings.state_dir,
-            self.settings.health_host,
-            self.health.bound_port,
-            self.settings.health_published_port,
-        )
+        announce(self.settings, self.health.bound_port)
         log.info(
             "daemon.starting",
             path=str(self.settings.state_dir),

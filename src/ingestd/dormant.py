@@ -21,7 +21,7 @@ from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
 from ingestd.supervision import first_crash
-from ingestd.system import rss_mb
+from ingestd.system import STOP_SIGNALS, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
 
@@ -54,7 +54,7 @@ class Dormant:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         self.state.lock("daemon")
@@ -64,12 +64,7 @@ class Dormant:
             hand_over(self.health, self.state)
             return 0
         await self.health.start()
-        announce(
-            self.settings.state_dir,
-            self.settings.health_host,
-            self.health.bound_port,
-            self.settings.health_published_port,
-        )
+        announce(self.settings, self.health.bound_port)
         tasks = self.watcher.start()
         log.info(
             "daemon.dormant",

@@ -26,6 +26,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from ingestd.logs import get_logger, mask
+from ingestd.settings import Settings
 from ingestd.state import DAEMON_FILE, StateStore
 from ingestd.system import network_namespace
 
@@ -42,16 +43,18 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-def announce(state_dir: Path, host: str, port: int, published_port: int | None) -> None:
-    state_dir.mkdir(parents=True, exist_ok=True)
+def announce(settings: Settings, port: int) -> None:
+    """Where the CLI finds the daemon: the bound port, and the published one for a CLI outside
+    the daemon's network namespace (the host of its container)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     info = {
         "pid": os.getpid(),
-        "host": host,
+        "host": settings.health_host,
         "port": port,
-        "published_port": published_port,
+        "published_port": settings.health_published_port,
         "netns": network_namespace(),
     }
-    (state_dir / DAEMON_FILE).write_text(json.dumps(info))
+    (settings.state_dir / DAEMON_FILE).write_text(json.dumps(info))
 
 
 def hand_over(server: HealthServer, state: StateStore) -> None:
