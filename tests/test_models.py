@@ -43,6 +43,23 @@ async def test_hub_source_uses_the_standard_fastembed_download_path(
     await provider.close()
 
 
+async def test_an_assembled_model_needs_the_wheels_no_more(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image uninstalls the two model wheels once `ingestd model` has assembled them."""
+    import ingestd.embedding.model_files as model_files
+
+    cache = tmp_path / "models"
+    shutil.copytree(PYPI_MODEL, cache / PYPI_DIR_NAME)
+    monkeypatch.setattr(model_files, "package_dir", lambda module: None)  # uninstalled
+    provider = FastEmbedProvider(make_settings(tmp_path, fastembed_cache_path=cache))
+    assert provider.location.variant == "int8-pypi"
+    assert len(await provider.embed_query("hello")) == 384
+    await provider.close()
+    with pytest.raises(ModelUnavailable, match="offline model packages are missing"):
+        resolve_model(make_settings(tmp_path / "empty", fastembed_cache_path=tmp_path / "none"))
+
+
 def test_explicit_model_dir(tmp_path: Path) -> None:
     location = resolve_model(make_settings(tmp_path, fastembed_model_dir=PYPI_MODEL))
     assert location.variant == "local" and location.directory == PYPI_MODEL.resolve()

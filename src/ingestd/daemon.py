@@ -22,7 +22,7 @@ from ingestd.health import Handler, HealthServer, announce, hand_over, withdraw
 from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
-from ingestd.supervision import first_crash
+from ingestd.supervision import cancel_and_wait, first_crash
 from ingestd.system import STOP_SIGNALS, release_memory, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
@@ -91,9 +91,7 @@ class Daemon:
             await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
             stop.cancel()
             if not opening.done():
-                opening.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await opening
+                await cancel_and_wait(opening)
                 return 0
             opening.result()
             # Watch first, then scan: a file created in between is seen by one or the other.

@@ -8,7 +8,6 @@ directly when no daemon holds the state directory.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ from ingestd.pipeline import FileJob, Outcome, Pipeline
 from ingestd.settings import Settings
 from ingestd.state import StateStore
 from ingestd.store import KINDS, VectorStore
+from ingestd.supervision import cancel_and_wait
 from ingestd.system import rss_mb
 
 log = get_logger("ingestd.engine")
@@ -98,9 +98,7 @@ class Engine:
     async def close(self) -> None:
         await self.pipeline.stop()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
+            await cancel_and_wait(self._flusher)
         self.save_state()
         await self.store.close()
         await self.provider.close()

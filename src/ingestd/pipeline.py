@@ -188,10 +188,13 @@ class Pipeline:
             for task in late:
                 task.cancel()
             await asyncio.gather(*late, return_exceptions=True)
+        for job in list(self.jobs.values()):  # chunks no stage will acknowledge now
+            self._abandon(job)
 
     async def settled(self, job: FileJob) -> None:
-        """Until the job has settled. Raises StageCrashed if a stage dies first: that job would
-        never settle, and the caller (the import command) would wait for good."""
+        """Until the job has settled, or was left pending by `stop`. Raises StageCrashed if a
+        stage dies first: that job would never settle, and the caller (the import command)
+        would wait for good."""
         crashed = await first_crash(self._tasks, job.done)
         if crashed is not None:
             error = crashed.exception()
@@ -772,7 +775,8 @@ class Pipeline:
         self._finish(job, status, reason)
 
     def _abandon(self, job: FileJob) -> None:
-        """The read was cancelled: drop the job's queued chunks, keep the file pending."""
+        """The read or the pipeline was stopped: drop the job's queued chunks, keep the file
+        pending (its record keeps every acknowledged chunk's resume point)."""
         job.reading = False
         if job.failure is None:
             job.failure = ("pending", "interrupted")

@@ -23,3 +23,18 @@ async def first_crash(tasks: Iterable[asyncio.Task[Any]], until: asyncio.Event) 
         return None
     finally:
         stop.cancel()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended, without swallowing a cancel of our own.
+
+    `suppress(CancelledError)` around the await would also swallow a stop aimed at the caller
+    while it waits, and the caller would carry on as if nothing had asked it to end.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise

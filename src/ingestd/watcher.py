@@ -32,6 +32,7 @@ from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
+from ingestd.supervision import cancel_and_wait
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.watcher")
@@ -396,6 +397,5 @@ class Watcher:
             return seen.is_set()
         finally:
             stop.set()
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await listener
+            with contextlib.suppress(Exception):
+                await cancel_and_wait(listener)
