@@ -1,5 +1,6 @@
 """Signals on a real `ingestd run`: SIGTERM mid-import exits 0 in time and loses nothing;
-SIGHUP is logged and ignored (configuration is read at start-up only)."""
+SIGHUP is logged and ignored (configuration is read at start-up only). `ingestd import` stopped
+by SIGTERM settles, says so, and the same command finishes the job."""
 
 from __future__ import annotations
 
@@ -138,3 +139,46 @@ def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp
     points = {name.split("-")[1]: count for name, count in after["points"].items()}
     reference = _reference_points(tmp_path)
     assert points == reference, (points, reference)  # nothing lost, nothing duplicated
+
+
+def test_sigterm_mid_import_command_settles_and_the_same_command_resumes(tmp_path: Path) -> None:
+    """`docker compose run ingestd import` stopped by `docker stop`: the command used to die of
+    the signal; it now settles the batch in flight, writes the state and says how to resume."""
+    env = subprocess_env(tmp_path, STATE_FLUSH_SECONDS="60")  # the state on disk comes from the stop
+    paths = _corpus(tmp_path)
+    log = tmp_path / "import.log"
+    process = start_cli(env, "import", cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.PIPE)
+    try:
+
+        def ingested() -> int:
+            return sum(1 for e in _events(log) if e["event"] == "file.ingested")
+
+        _wait(lambda: ingested() >= 3, 120, process)
+        assert ingested() < len(paths), "the import finished before the signal: make the corpus larger"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 128 + signal.SIGTERM, (process.returncode, stderr)
+    assert b"interrupted by SIGTERM" in stderr and b"run the same command again" in stderr, stderr
+    stops = [e for e in _events(log) if e["event"] == "import.interrupted"]
+    assert len(stops) == 1 and stops[0]["outcome"] == "interrupted" and stops[0]["files_left"] > 0
+    files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+    done = {path for path, record in files.items() if record["status"] == "done"}
+    assert done >= {e["path"] for e in _events(log) if e["event"] == "file.ingested"}, (
+        "a finished file was lost"
+    )
+    assert len(done) < len(paths) and not _half_done(tmp_path)
+
+    again = run_cli(env, "import", cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+    assert {files[str(p)]["status"] for p in paths} == {"done"}
+    chunks = {
+        kind: sum(r["chunks"] for r in files.values() if r["kind"] == kind)
+        for kind in ("conversations", "documents")
+    }
+    points = {name.split("-")[1]: count for name, count in _status(env, tmp_path)["points"].items()}
+    assert points == chunks, (points, chunks)  # nothing lost, nothing stored twice

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import sys
 from collections import Counter
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ingestd.discovery import scan
 from ingestd.engine import Engine
+from ingestd.logs import get_logger
 from ingestd.pipeline import FileJob
 from ingestd.settings import Settings
+from ingestd.system import STOP_SIGNALS
+
+log = get_logger(__name__)
 
 
 def _roots_for(paths: list[Path], kind: str | None, engine: Engine) -> list[tuple[str, Path]]:
@@ -31,51 +38,113 @@ def _roots_for(paths: list[Path], kind: str | None, engine: Engine) -> list[tupl
     return extra
 
 
+@dataclass
+class Tally:
+    candidates: int = 0
+    looked_at: int = 0  # files with a final answer: ingested, unchanged, refused, failed
+    jobs: list[FileJob] = field(default_factory=list)
+    stopped_by: signal.Signals | None = None
+
+
 async def run_import(settings: Settings, paths: list[Path], kind: str | None) -> int:
+    """Exit 0, 1 if a file failed, or 128 + the signal's number after SIGINT or SIGTERM: the
+    batch in flight is then settled and the state written, so the same command resumes."""
     engine = Engine(settings)
     engine.roots = engine.roots + _roots_for(paths, kind, engine)
     await engine.open("import")
     try:
-        if paths:
-            wanted = [p.expanduser().absolute() for p in paths]
-            candidates = [
-                p
-                for p in scan(engine.roots, exclude=settings.state_dir.resolve())
-                if any(p == w or w in p.parents for w in wanted)
-            ]
-            engine.readd(candidates)  # naming a forgotten file is how it is re-added
-        else:
-            candidates = list(scan(engine.roots, exclude=settings.state_dir.resolve()))
-        jobs: list[FileJob] = []
-        columns = (
-            TextColumn("[bold]import"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TextColumn("{task.description}"),
-        )
-        with Progress(*columns, disable=not sys.stderr.isatty()) as progress:
-            task = progress.add_task("", total=len(candidates))
-            semaphore = asyncio.Semaphore(settings.file_concurrency)
-
-            async def one(path: Path) -> None:
-                async with semaphore:
-                    result = await engine.submit(path)
-                if isinstance(result, FileJob):
-                    jobs.append(result)
-                    await engine.pipeline.settled(result)
-                progress.update(task, advance=1, description=path.name[:40])
-
-            await asyncio.gather(*(one(path) for path in candidates))
-        outcomes = Counter(job.outcome.status for job in jobs if job.outcome)
-        embedded = sum(job.embedded for job in jobs)
-        failed = outcomes["failed"] + outcomes["quarantined"]
-        print(
-            f"imported {outcomes['done']} files ({embedded} chunks embedded), "
-            f"{outcomes['skipped']} skipped, {failed} failed, "
-            f"{len(candidates) - len(jobs)} unchanged or refused",
-            file=sys.stderr,
-        )
-        return 1 if failed else 0
+        tally = await _import(engine, paths)
     finally:
-        await engine.close()
+        await engine.close()  # a stopped import's jobs are released as pending here
+    return _report(tally, settings)
+
+
+async def _import(engine: Engine, paths: list[Path]) -> Tally:
+    settings = engine.settings
+    if paths:
+        wanted = [p.expanduser().absolute() for p in paths]
+        candidates = [
+            p
+            for p in scan(engine.roots, exclude=settings.state_dir.resolve())
+            if any(p == w or w in p.parents for w in wanted)
+        ]
+        engine.readd(candidates)  # naming a forgotten file is how it is re-added
+    else:
+        candidates = list(scan(engine.roots, exclude=settings.state_dir.resolve()))
+    tally = Tally(candidates=len(candidates))
+    columns = (
+        TextColumn("[bold]import"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+    )
+    with Progress(*columns, disable=not sys.stderr.isatty()) as progress:
+        task = progress.add_task("", total=len(candidates))
+        semaphore = asyncio.Semaphore(settings.file_concurrency)
+
+        async def one(path: Path) -> None:
+            async with semaphore:
+                result = await engine.submit(path)
+            if isinstance(result, FileJob):
+                tally.jobs.append(result)
+                await engine.pipeline.settled(result)
+                if result.outcome is not None and result.outcome.status == "pending":
+                    return
+            tally.looked_at += 1
+            progress.update(task, advance=1, description=path.name[:40])
+
+        tally.stopped_by = await _unless_stopped(asyncio.gather(*(one(path) for path in candidates)))
+    return tally
+
+
+async def _unless_stopped(work: Awaitable[object]) -> signal.Signals | None:
+    """Run `work` to its end, or until SIGINT or SIGTERM cancels it; returns that signal.
+    A second signal meets the default handlers again: a user who insists is not kept waiting."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work)
+    received: list[signal.Signals] = []
+
+    def stop(sig: signal.Signals) -> None:
+        received.append(sig)
+        task.cancel()
+
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, stop, sig)
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if not received or (current is not None and current.cancelling()):
+            raise
+    finally:
+        for sig in STOP_SIGNALS:
+            loop.remove_signal_handler(sig)
+    return received[0] if received else None
+
+
+def _report(tally: Tally, settings: Settings) -> int:
+    outcomes = Counter(job.outcome.status for job in tally.jobs if job.outcome)
+    embedded = sum(job.embedded for job in tally.jobs)
+    failed = outcomes["failed"] + outcomes["quarantined"]
+    summary = (
+        f"imported {outcomes['done']} files ({embedded} chunks embedded), "
+        f"{outcomes['skipped']} skipped, {failed} failed"
+    )
+    if tally.stopped_by is None:
+        print(f"{summary}, {tally.candidates - len(tally.jobs)} unchanged or refused", file=sys.stderr)
+        return 1 if failed else 0
+    left = tally.candidates - tally.looked_at
+    log.warning(
+        "import.interrupted",
+        path=str(settings.state_dir),
+        signal=tally.stopped_by.name,
+        files_left=left,
+        outcome="interrupted",
+    )
+    print(
+        f"interrupted by {tally.stopped_by.name}: {summary}; {left} files not finished: "
+        "run the same command again to resume",
+        file=sys.stderr,
+    )
+    return 128 + tally.stopped_by.value
