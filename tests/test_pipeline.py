@@ -380,3 +380,35 @@ async def test_a_failed_completion_leaves_the_file_pending_and_says_why(
     outcome = await ingest(engine, doc, limit_s=60)
     assert outcome.status == "done"
     assert await engine.store.count_file("documents", str(doc)) == outcome.chunks > 0
+
+
+async def test_a_librarys_own_warnings_are_structured_lines_naming_the_file(
+    engine: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """pypdf logs through `logging` and qdrant-client through `warnings`: before, their lines
+    reached `docker logs` as bare text, naming neither the file nor the outcome."""
+    import warnings
+
+    from ingestd.logs import concerning, configure_logging
+
+    configure_logging("INFO", "json")
+    try:
+        good = simple_pdf(["Tide tables for the harbour"])
+        shifted = good.replace(b"%PDF-1.4\n", b"%PDF-1.4\n%every offset is now wrong\n", 1)
+        path = engine.settings.documents_dirs[0] / "shifted.pdf"
+        path.write_bytes(shifted)
+        outcome = await ingest(engine, path)
+        with concerning("/notes/big.md"):
+            await asyncio.to_thread(warnings.warn, "Local mode is not recommended", UserWarning)
+        out = capsys.readouterr().out
+    finally:
+        configure_logging("WARNING", "json")
+    assert outcome.status == "done"  # pypdf recovers the text and says so
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert all(line.startswith("{") for line in lines), [line for line in lines if not line.startswith("{")]
+    events = [json.loads(line) for line in lines]
+    pypdf = [e for e in events if str(e.get("logger", "")).startswith("pypdf")]
+    assert pypdf and all(e["path"] == str(path) and e["outcome"] == "continued" for e in pypdf), pypdf
+    warned = [e for e in events if e["event"] == "library.warning"]
+    assert len(warned) == 1 and warned[0]["path"] == "/notes/big.md", warned
+    assert warned[0]["category"] == "UserWarning" and "Local mode" in warned[0]["message"]

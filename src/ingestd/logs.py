@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import warnings
 from collections.abc import MutableMapping
 from contextlib import AbstractContextManager
 from typing import Any
@@ -51,20 +52,71 @@ def _name_the_file(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableM
     return event
 
 
+def _library_outcome(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """A library's own line (pypdf's "Ignoring wrong pointing object") reports, and work goes on."""
+    event.setdefault("outcome", "continued")
+    return event
+
+
+class _ToStdout(logging.Handler):
+    """The current sys.stdout, looked up per record like structlog's loggers (tests replace it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stdout, flush=True)
+        except Exception:  # a log line must never take the daemon down
+            self.handleError(record)
+
+
+def _warning_as_event(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, *_: Any, **__: Any
+) -> None:
+    structlog.get_logger("py.warnings").warning(
+        "library.warning",
+        category=category.__name__,
+        message=str(message),
+        source=f"{filename}:{lineno}",
+        outcome="continued",
+    )
+
+
 def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
-    """Configure structlog once per process; safe to call again (tests, CLI subcommands)."""
+    """Configure structlog once per process; safe to call again (tests, CLI subcommands).
+
+    Libraries' `logging` records and Python warnings become the same structured lines, naming the
+    file bound with `concerning`: bare text in `docker logs` would name neither file nor outcome.
+    """
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        _name_the_file,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    handler = _ToStdout()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                _redact,
+                renderer,
+            ],
+            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _library_outcome],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(max(logging.WARNING, logging.getLevelName(level)))  # libraries: warnings and up
+    warnings.showwarning = _warning_as_event
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            _name_the_file,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
             _redact,
             renderer,

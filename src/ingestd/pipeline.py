@@ -245,7 +245,8 @@ class Pipeline:
         self.jobs[target.key] = job
         self.metrics.files_pending.set(len(self.jobs))
         try:
-            await self._read(job)
+            with concerning(job.key):  # a parser's own warnings (pypdf's) name the file
+                await self._read(job)
         except DocumentError as exc:
             self._fail(job, "skipped", str(exc))
         except (FileNotFoundError, IsADirectoryError):
@@ -659,8 +660,9 @@ class Pipeline:
         attempt = 0
         while True:
             try:
-                async with asyncio.timeout(self.settings.qdrant_timeout_seconds):
-                    result = await call()
+                with concerning(",".join(files[:10]) or "-"):  # qdrant-client's own warnings
+                    async with asyncio.timeout(self.settings.qdrant_timeout_seconds):
+                        result = await call()
             except (asyncio.CancelledError, ModelMismatch):
                 raise  # a collection of another model is a configuration error, not an outage
             except Exception as exc:
