@@ -206,6 +206,42 @@ async def test_a_job_still_in_flight_when_the_pipeline_stops_is_released_as_pend
     assert record is not None and record.status == "pending"
 
 
+async def test_a_stop_while_a_batch_is_handed_on_leaves_no_embedding_running(
+    uncached: Engine, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embed stage starts batch N+1, then hands batch N on. A stop during the hand-off used
+    to cancel only batch N: N+1 ran on and reached the embedding cache after the engine closed
+    it ("Cannot operate on a closed database", a task exception nobody retrieved; seen in CI)."""
+    engine = uncached
+    path = engine.settings.conversations_dirs[0] / "p" / "long.jsonl"
+    write_transcript(path, seed=9, exchanges=60)
+    stalled = asyncio.Event()
+    real_embed = counting.embed_documents
+
+    async def hung_upsert(*_: Any, **__: Any) -> None:
+        stalled.set()
+        await asyncio.sleep(3600)  # a store that stopped answering: the hand-off queue fills up
+
+    async def slow_once_stalled(texts: list[str]) -> list[list[float]]:
+        if stalled.is_set():
+            await asyncio.sleep(30)  # the newer batch is still in flight at the stop
+        return await real_embed(texts)
+
+    monkeypatch.setattr(engine.store, "upsert", hung_upsert)
+    monkeypatch.setattr(counting, "embed_documents", slow_once_stalled)
+    reading = asyncio.create_task(engine.submit(path))
+
+    def embedding() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if t.get_name() == "embed-batch" and not t.done()]
+
+    await until(lambda: stalled.is_set() and engine.pipeline.upserts.full() and embedding(), 60)
+    await asyncio.wait_for(engine.pipeline.stop(), 20)
+    left = embedding()
+    assert not left, f"{len(left)} embedding task(s) still running after stop()"
+    reading.cancel()
+    await asyncio.gather(reading, return_exceptions=True)
+
+
 async def test_pending_file_shrunk_below_its_resume_point_is_rewritten(uncached: Engine) -> None:
     engine = uncached
     path = engine.settings.conversations_dirs[0] / "p" / "shrinks.jsonl"

@@ -489,6 +489,7 @@ class Pipeline:
         cache and queued behind it in the worker, and the finished one is handed to the upsert
         stage; so the model never waits for the loop between batches. Results leave in order."""
         inflight: tuple[list[Pending], asyncio.Task[Embedded]] | None = None
+        previous: tuple[list[Pending], asyncio.Task[Embedded]] | None = None
         try:
             while True:
                 if inflight is not None and self.queue.empty() and self._carry is None:
@@ -500,13 +501,17 @@ class Pipeline:
                 if not batch:
                     continue
                 task = asyncio.create_task(self._embed(batch), name="embed-batch")
-                if inflight is not None:
-                    await self._forward(*inflight)
-                inflight = batch, task
+                previous, inflight = inflight, (batch, task)
+                if previous is not None:
+                    await self._forward(*previous)
+                    previous = None
         finally:
-            if inflight is not None:
-                inflight[1].cancel()
-                await asyncio.gather(inflight[1], return_exceptions=True)
+            # Both, when a stop lands while the older batch is handed on: the newer one, left
+            # running, would reach the embedding cache after the engine has closed it.
+            tasks = [pair[1] for pair in (previous, inflight) if pair is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _forward(self, batch: list[Pending], task: asyncio.Task[Embedded]) -> None:
         vectors, fresh = await task
