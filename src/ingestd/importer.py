@@ -17,6 +17,7 @@ from ingestd.engine import Engine
 from ingestd.logs import get_logger
 from ingestd.pipeline import FileJob
 from ingestd.settings import Settings
+from ingestd.supervision import we_are_cancelled
 from ingestd.system import STOP_SIGNALS
 
 log = get_logger(__name__)
@@ -114,8 +115,7 @@ async def _unless_stopped(work: Awaitable[object]) -> signal.Signals | None:
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if not received or (current is not None and current.cancelling()):
+        if not received or we_are_cancelled():
             raise
     finally:
         for sig in STOP_SIGNALS:

@@ -35,6 +35,11 @@ async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
     try:
         await task
     except asyncio.CancelledError:
-        current = asyncio.current_task()
-        if current is not None and current.cancelling():
+        if we_are_cancelled():
             raise
+
+
+def we_are_cancelled() -> bool:
+    """Is a cancel aimed at the running task itself (rather than at a task it awaited)?"""
+    current = asyncio.current_task()
+    return current is not None and current.cancelling() > 0
