@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ingestd.supervision import cancel_and_wait
+from ingestd.supervision import cancel_and_wait, set_within
 
 
 async def _slow_to_cancel(ended: asyncio.Event) -> None:
@@ -42,3 +42,10 @@ async def test_a_cancel_of_the_waiter_itself_still_ends_the_waiter() -> None:
     done, _ = await asyncio.wait({outer}, timeout=5)
     assert outer in done and outer.cancelled()
     assert not carried_on
+
+
+async def test_set_within_says_whether_the_event_came_in_time() -> None:
+    event = asyncio.Event()
+    assert await set_within(event, 0.05) is False
+    asyncio.get_running_loop().call_later(0.05, event.set)
+    assert await set_within(event, 5) is True

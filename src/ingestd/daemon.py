@@ -22,7 +22,7 @@ from ingestd.health import Handler, HealthServer, announce, hand_over, withdraw
 from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
-from ingestd.supervision import cancel_and_wait, first_crash
+from ingestd.supervision import cancel_and_wait, first_crash, set_within
 from ingestd.system import STOP_SIGNALS, release_memory, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
@@ -376,9 +376,7 @@ class Daemon:
         async def after_start(params: dict[str, Any]) -> dict[str, Any]:
             self._last_call = time.monotonic()  # someone is searching: not idle
             if not self.ready.is_set() and self.engine.pipeline.store_available:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(ACTION_READY_WAIT):
-                        await self.ready.wait()
+                await set_within(self.ready, ACTION_READY_WAIT)
             return await handler(params)
 
         return after_start

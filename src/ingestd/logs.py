@@ -92,22 +92,18 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
         if use_json
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
-    shared: list[Any] = [
+    first: list[Any] = [
         structlog.contextvars.merge_contextvars,
         _name_the_file,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
+    last: list[Any] = [structlog.processors.format_exc_info, _redact, renderer]
     handler = _ToStdout()
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
-            processors=[
-                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                structlog.processors.format_exc_info,
-                _redact,
-                renderer,
-            ],
-            foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name, _library_outcome],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *last],
+            foreign_pre_chain=[*first, structlog.stdlib.add_logger_name, _library_outcome],
         )
     )
     root = logging.getLogger()
@@ -115,12 +111,7 @@ def configure_logging(level: str = "INFO", fmt: str = "auto") -> None:
     root.setLevel(max(logging.WARNING, logging.getLevelName(level)))  # libraries: warnings and up
     warnings.showwarning = _warning_as_event
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            _redact,
-            renderer,
-        ],
+        processors=[*first, *last],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
         # Looked up per logger, so a replaced sys.stdout (tests, daemonisation) is honoured.
         logger_factory=lambda *_: structlog.PrintLogger(sys.stdout),

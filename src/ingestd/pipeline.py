@@ -662,10 +662,10 @@ class Pipeline:
         self, operation: str, files: list[str], call: Callable[[], Awaitable[T]]
     ) -> T:
         """Qdrant being down is never a file's fault: retry forever, backing off, logging each try."""
-        attempt = 0
+        attempt, named = 0, files[:10] or ["-"]
         while True:
             try:
-                with concerning(",".join(files[:10]) or "-"):  # qdrant-client's own warnings
+                with concerning(",".join(named)):  # qdrant-client's own warnings name them too
                     async with asyncio.timeout(self.settings.qdrant_timeout_seconds):
                         result = await call()
             except (asyncio.CancelledError, ModelMismatch):
@@ -677,7 +677,7 @@ class Pipeline:
                 self.last_error = f"store {operation}: {type(exc).__name__}: {str(exc)[:160]}"
                 self.metrics.retries.labels(operation).inc()
                 delay = self._backoff(attempt)
-                for path in files[:10] or ["-"]:
+                for path in named:
                     log.warning(
                         "store.retry",
                         path=path,

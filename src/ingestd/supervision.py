@@ -6,6 +6,7 @@ A task that ends without an error was switched off (an interval of 0) and is not
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,3 +44,12 @@ def we_are_cancelled() -> bool:
     """Is a cancel aimed at the running task itself (rather than at a task it awaited)?"""
     current = asyncio.current_task()
     return current is not None and current.cancelling() > 0
+
+
+async def set_within(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to `seconds` for `event`; whether it is set. In the caller's own task (unlike
+    `wait_for` on Python 3.11), so a cancel that lands as the event is set is not lost."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
+    return event.is_set()

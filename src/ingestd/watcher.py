@@ -32,7 +32,7 @@ from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
-from ingestd.supervision import cancel_and_wait
+from ingestd.supervision import cancel_and_wait, set_within
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.watcher")
@@ -252,9 +252,7 @@ class Watcher:
         while not self._stop.is_set():
             if not watch.root.is_dir():
                 log.warning("watch.root_missing", path=str(watch.root), outcome="waiting")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(max(5.0, self.settings.reconcile_seconds / 10)):
-                        await self._stop.wait()
+                await set_within(self._stop, max(5.0, self.settings.reconcile_seconds / 10))
                 continue
             watch.restart.clear()
             watch.started_wall = time.time()
@@ -335,9 +333,7 @@ class Watcher:
         while not self._stop.is_set():
             if any(not watch.polling for watch in self.watches):
                 await self.probe()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._stop.wait()
+            await set_within(self._stop, interval)
 
     async def probe(self, wait_s: float = PROBE_TIMEOUT) -> ProbeResult:
         """Write a file next to the state and wait for its event; without one, poll every root."""
@@ -389,9 +385,7 @@ class Watcher:
             while not seen.is_set() and not listener.done() and time.monotonic() < deadline:
                 attempt += 1
                 await asyncio.to_thread(target.write_text, f"{os.getpid()} {attempt} {time.time()}\n")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(1.0, max(0.0, deadline - time.monotonic()))):
-                        await seen.wait()
+                await set_within(seen, min(1.0, max(0.0, deadline - time.monotonic())))
             if listener.done() and not listener.cancelled() and listener.exception() is not None:
                 raise RuntimeError(str(listener.exception()))
             return seen.is_set()
