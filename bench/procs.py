@@ -73,6 +73,16 @@ class Sampler:
         except psutil.Error:
             return None
 
+    def children_rss(self) -> float:
+        """The daemon's children: embedded Qdrant's process, which holds the points (as a Qdrant
+        server would in its own container)."""
+        total = 0.0
+        with contextlib.suppress(psutil.Error):
+            for child in self.process.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss / 1e6
+        return total
+
     def peak_since(self, since: float) -> float:
         return max((mb for t, mb in self.samples if t >= since), default=0.0)
 
@@ -221,51 +231,3 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 def load_average() -> list[float]:
     return [round(value, 2) for value in os.getloadavg()]
-
-
-_STORE_PROBE = """
-import asyncio, gc, json, sys, tempfile
-import psutil
-from qdrant_client import AsyncQdrantClient
-
-def rss() -> int:
-    gc.collect()
-    return psutil.Process().memory_info().rss
-
-async def main() -> None:
-    stored = AsyncQdrantClient(path=sys.argv[1])  # local mode loads every point on open
-    names = [c.name for c in (await stored.get_collections()).collections]
-    configs = {n: (await stored.get_collection(n)).config.params.vectors for n in names}
-    await stored.close()
-    del stored
-    empty = AsyncQdrantClient(path=tempfile.mkdtemp())  # the same collections, with no points
-    for name, vectors in configs.items():
-        await empty.create_collection(name, vectors_config=vectors)
-    before = rss()
-    stored = AsyncQdrantClient(path=sys.argv[1])
-    points = sum([(await stored.count(n, exact=True)).count for n in names])
-    after = rss()
-    print(json.dumps({"points": points, "mb": (after - before) / 1e6}))
-
-asyncio.run(main())
-"""
-
-
-def embedded_store_share(state: Path) -> dict[str, float]:
-    """RSS that the embedded Qdrant's in-memory copy of these points costs, measured alone.
-
-    Local mode holds every point (vector and payload) in the process's memory; a Qdrant
-    server, as in the compose file, holds them in its own. A fresh process opens the same
-    store, so the figure is the store's alone, not the daemon's.
-    """
-    out = subprocess.run(
-        [str(VENV_BIN / "python"), "-c", _STORE_PROBE, str(state / "qdrant")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=600,
-    )
-    share: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    share["kb_per_point"] = round(1000 * share["mb"] / share["points"], 2) if share["points"] else 0.0
-    share["mb"] = round(share["mb"], 1)
-    return share

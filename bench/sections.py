@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from corpus import document, dumps, write_transcript
-from procs import MODEL_DIR, DaemonProc, Proc, embedded_store_share, ingestd_env, load_average
+from procs import MODEL_DIR, DaemonProc, Proc, ingestd_env, load_average
 from tokenizers import Tokenizer
 
 BENCH = Path(__file__).resolve().parent
@@ -235,7 +235,7 @@ def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
     daemon = DaemonProc(
         ingestd_env(state, conversations, documents, EMBED_IDLE_UNLOAD_SECONDS=0), work / "d.log"
     )
-    samples: list[tuple[int, float, float, int]] = []  # files, rss MB, seconds, points stored
+    samples: list[tuple[int, float, float, int, float]] = []  # files, RSS MB, s, points, store MB
     try:
         daemon.wait_ready()
         started = time.monotonic()
@@ -248,34 +248,24 @@ def soak(work: Path, total: int, step: int = 100) -> dict[str, Any]:
             daemon.wait_idle((batch + 1) * step, poll=0.1)
             rss = statistics.median(_rss_samples(daemon, 5, 0.1))
             stored = sum(n or 0 for n in daemon.api("status", {}).get("points", {}).values())
-            samples.append(((batch + 1) * step, round(rss, 1), round(time.monotonic() - started, 1), stored))
+            seconds = round(time.monotonic() - started, 1)
+            store_mb = round(daemon.sampler.children_rss(), 1)
+            samples.append(((batch + 1) * step, round(rss, 1), seconds, stored, store_mb))
         points = daemon.api("status", {}).get("points", {})
     finally:
         daemon.stop()
-    # Embedded Qdrant keeps every point in the daemon's memory; a server keeps them in its own.
-    # Its share, measured alone, is taken off to show what the daemon itself holds.
-    store = embedded_store_share(state)
-    per_point_mb = store["kb_per_point"] / 1000
-    own = [(f, round(mb - n * per_point_mb, 1)) for f, mb, _, n in samples]
     first = next(i for i, (files, *_) in enumerate(samples) if files >= min(500, total))
     at500, end = samples[first][1], samples[-1][1]
-    own500, own_end = own[first][1], own[-1][1]
     tail = [(f, mb) for f, mb, *_ in samples if f >= 500]
-    own_tail = [(f, mb) for f, mb in own if f >= 500]
     slope = _slope(tail) * 1000 if len(tail) > 1 else 0.0
-    own_slope = _slope(own_tail) * 1000 if len(own_tail) > 1 else 0.0
     return {
         "files": total,
         "rss_at_500_mb": at500,
         "rss_end_mb": end,
         "growth_500_to_end_pct": round(100 * (end - at500) / at500, 2),
         "slope_mb_per_1000_files": round(slope, 2),
-        "embedded_store": store,
-        "own_rss_at_500_mb": own500,
-        "own_rss_end_mb": own_end,
-        "own_growth_500_to_end_pct": round(100 * (own_end - own500) / own500, 2),
-        "own_slope_mb_per_1000_files": round(own_slope, 2),
-        "own_samples": own,
+        "store_process_at_500_mb": samples[first][4],
+        "store_process_end_mb": samples[-1][4],
         "peak_rss_mb": round(daemon.sampler.peak, 1),
         "seconds": samples[-1][2],
         "files_per_s": round(total / samples[-1][2], 1),
@@ -326,21 +316,22 @@ def _large_once(work: Path, source: Path, size: int, window: float, extra: dict[
         daemon.search("warm up the model", None, 1)
         time.sleep(3)
         baseline = statistics.median(_rss_samples(daemon, 5, 0.1))
+        store_before = daemon.sampler.children_rss()
         target = conversations / "-home-dev-big" / source.name
         target.parent.mkdir(parents=True)
         os.link(source, target)
         since = time.monotonic() - daemon.sampler.started
         time.sleep(window)
         peak = daemon.sampler.peak_since(since)
+        store_after = daemon.sampler.children_rss()
         metrics = daemon.metrics()
         record = _state_record(state, str(target))
     finally:
         daemon.stop()
     offset = int(record.get("resume_offset", 0)) if record else 0
     chunks = int(metrics.get("ingestd_chunks_embedded_total", 0))
-    store = embedded_store_share(state)
     return {
-        "embedded_store": store,
+        "store_process_growth_mb": round(store_after - store_before, 1),
         "file_bytes": size,
         "environment": extra,
         "window_s": window,

@@ -112,9 +112,9 @@ def fresh_embedded(log_text: str) -> int:
 
 
 def collection_points(state: Path) -> dict[str, dict[str, Any]]:
-    from qdrant_client import QdrantClient
+    from ingestd.embedded_qdrant import open_when_free
 
-    client = QdrantClient(path=str(state / "qdrant"))
+    client = open_when_free(str(state / "qdrant"))  # the killed daemon's child may still be exiting
     try:
         points: dict[str, dict[str, Any]] = {}
         for collection in client.get_collections().collections:

@@ -1,4 +1,5 @@
-"""Qdrant: embedded local mode under `state/` by default, a server when `QDRANT_URL` is set.
+"""Qdrant: embedded local mode under `state/` by default (in a child process of its own,
+`embedded_qdrant.py`), a server when `QDRANT_URL` is set.
 
 Point IDs are uuid5 of (file, generation, ordinal), so replaying any batch overwrites the same
 points instead of adding duplicates. Each collection records the fingerprint of the model that
@@ -15,7 +16,6 @@ import asyncio
 import hashlib
 import os
 import re
-import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any, cast
 
 from qdrant_client import AsyncQdrantClient, models
 
+from ingestd.embedded_qdrant import EmbeddedQdrant
 from ingestd.lexical import ENCODING, VECTOR, LexicalEncoder
 from ingestd.logs import get_logger
 from ingestd.settings import Settings
@@ -93,6 +94,7 @@ class VectorStore:
         self.collections = {kind: f"{settings.collection_prefix}-{kind}-{slug}" for kind in KINDS}
         self.server = settings.qdrant_url is not None
         self._client: AsyncQdrantClient | None = None
+        self._embedded: EmbeddedQdrant | None = None
         self._ready: set[str] = set()
         self._lexical: set[str] = set()  # collections that hold BM25 vectors
         self._encoder: LexicalEncoder | None = None
@@ -121,7 +123,11 @@ class VectorStore:
                 )
             else:
                 self.settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
-                self._client = AsyncQdrantClient(path=str(self.settings.qdrant_local_path))
+                settings = self.settings
+                self._embedded = EmbeddedQdrant(
+                    settings.qdrant_local_path, settings.log_level, settings.log_format
+                )
+                self._client = cast(AsyncQdrantClient, self._embedded)  # forwards every method
         return self._client
 
     async def ensure_collections(self) -> None:
@@ -175,27 +181,14 @@ class VectorStore:
             if self.server:
                 for field, schema in INDEXED.items():
                     await self.client.create_payload_index(name, field, field_schema=schema, wait=True)
-        if not self.server:
-            self._tune_local(name)
+        if self._embedded is not None:
+            await self._embedded.tune(name)
         if name in self._lexical and self._encoder is None:
             # Off the loop and before the first batch: building it scans every Unicode code
             # point for punctuation (~0.5 s).
             self._encoder = await asyncio.to_thread(LexicalEncoder)
         self._ready.add(name)
         return name
-
-    def _tune_local(self, name: str) -> None:
-        """Embedded mode commits every point in its own SQLite transaction with an fsync (~4 ms
-        a point, on the event loop). WAL with synchronous=NORMAL makes that ~0.4 ms and stays
-        safe against a killed process; only an OS crash can lose the last commits. The server
-        (QDRANT_URL) is unaffected. Skipped silently if qdrant-client's internals change."""
-        try:
-            local = getattr(self.client, "_client")  # noqa: B009 - embedded mode's private engine
-            connection = local.collections[name].storage.storage
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA synchronous=NORMAL")
-        except (AttributeError, KeyError, TypeError, sqlite3.Error):
-            return
 
     async def upsert(self, kind: str, points: list[models.PointStruct]) -> None:
         """Points come with their dense vector; the BM25 one is added here from the payload's text."""
@@ -300,6 +293,6 @@ class VectorStore:
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-            self._client = None
+            self._client = self._embedded = None
             self._ready.clear()
             self._lexical.clear()
