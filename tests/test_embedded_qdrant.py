@@ -145,3 +145,30 @@ async def test_calls_reach_the_child_in_the_order_they_were_made(tmp_path: Path)
         assert records[0].payload == {"version": 19}
     finally:
         await qdrant.close()
+
+
+async def test_the_event_loop_runs_while_the_child_works(tmp_path: Path) -> None:
+    """Local mode in the daemon's own process would hold the loop for the whole upsert."""
+    qdrant = EmbeddedQdrant(tmp_path / "qdrant")
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    try:
+        await qdrant.create_collection("notes", vectors_config=VECTORS)
+        await qdrant.tune("notes")
+        points = [
+            models.PointStruct(id=n, vector=[1.0, float(n), 0.0, 0.0], payload={"text": f"note {n}"})
+            for n in range(2000)
+        ]
+        ticker = asyncio.create_task(tick())
+        await qdrant.upsert("notes", points=points, wait=True)
+        ticker.cancel()
+        assert ticks >= 3, "the loop was blocked while embedded Qdrant stored 2,000 points"
+        assert (await qdrant.count("notes", exact=True)).count == 2000
+    finally:
+        await qdrant.close()

@@ -57,6 +57,7 @@ class EmbeddedQdrant:
         # One thread: calls reach the child in the order they were made, and the loop never
         # blocks on the socket. It also owns the child, whose death signal follows this thread.
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="embedded-qdrant")
+        self._closed = False
 
     @property
     def pid(self) -> int | None:
@@ -81,6 +82,9 @@ class EmbeddedQdrant:
         await self.call("tune", collection)
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._stop)
         finally:
@@ -188,8 +192,8 @@ class _Server:
 
     def answer(self, request: Request) -> tuple[bool, Any]:
         method, args, kwargs, context = request
-        target = getattr(self, method) if method in ("tune", "close") else getattr(self.client, method)
         try:
+            target = getattr(self, method) if method in ("tune", "close") else getattr(self.client, method)
             with structlog.contextvars.bound_contextvars(**context):
                 return True, target(*args, **kwargs)
         except Exception as exc:
@@ -214,7 +218,8 @@ def _die_with_the_daemon(parent: int) -> None:
 def serve(fd: int, path: str, log_level: str, log_format: str) -> None:
     parent = os.getppid()
     _die_with_the_daemon(parent)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for name in (signal.SIGINT, signal.SIGTERM):  # it ends when the daemon closes it, or dies
+        signal.signal(name, signal.SIG_IGN)
     # qdrant-client imports FastEmbed, and with it ONNX Runtime, for its own embedding helpers
     # whenever it is installed: 0.35 s and 40 MB that a child which never embeds can do without.
     sys.modules["fastembed"] = None  # type: ignore[assignment]
