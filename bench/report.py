@@ -214,7 +214,7 @@ def plots(r: dict[str, Any], out: Path) -> list[str]:
     if s := r.get("soak"):
         fig, ax = plt.subplots(figsize=(7, 3.5))
         ax.plot([x[0] for x in s["samples"]], [x[1] for x in s["samples"]], marker=".", label="RSS")
-        if len(s["samples"][0]) > 4:
+        if "store_process_end_mb" in s:  # the store's RSS is each sample's fifth field
             ax.plot(
                 [x[0] for x in s["samples"]],
                 [x[4] for x in s["samples"]],

@@ -50,7 +50,6 @@ class EmbeddedQdrant:
     """The same call surface as `AsyncQdrantClient(path=...)`: every public method is forwarded."""
 
     def __init__(self, path: Path, log_level: str = "INFO", log_format: str = "auto") -> None:
-        self.path = path
         self._argv = [str(path), log_level, log_format]
         self._process: subprocess.Popen[bytes] | None = None
         self._connection: Connection | None = None
@@ -112,17 +111,14 @@ class EmbeddedQdrant:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,  # a terminal's Ctrl-C is the daemon's to handle, not the child's
             )
-            connection = Connection(ours.detach())
+            self._connection = connection = Connection(ours.detach())
         try:
             ok, value = connection.recv()  # the child's hello: its client is open, or why not
         except (EOFError, OSError) as exc:
-            connection.close()
             raise EmbeddedQdrantGone(f"embedded Qdrant did not start ({self._reap()})") from exc
         if not ok:
-            connection.close()
             self._reap()
             raise value
-        self._connection = connection
         return connection
 
     def _stop(self) -> None:
