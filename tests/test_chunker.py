@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer
 
 from generators import ClaudeSession, dump, paragraph
 from ingestd.chunker import Chunk, Packer, TokenCounter
@@ -139,3 +141,26 @@ def test_overlap_repeats_text_between_pieces_and_zero_repeats_none(counter: Toke
     repeated = len(" ".join(overlapped).split()) - len(text.split())
     assert repeated > 0, "with overlap, a piece starts with words the one before ended with"
     assert all(len(counter.tokenizer.encode(piece).ids) <= 64 for piece in overlapped)
+
+
+def test_splitters_for_many_labels_share_the_one_tokenizer(counter: TokenCounter) -> None:
+    # Each label length is a capacity and so a splitter of its own; one built by
+    # from_huggingface_tokenizer held a 6 MB copy of the vocabulary for the process's life.
+    fresh = TokenCounter(Tokenizer.from_str(counter.tokenizer.to_str()))
+    text = paragraph(random.Random(9), 150)
+    before = resident_mb()
+    for width in range(1, 13):
+        label = " ".join(["role"] * width)
+        packer = Packer(fresh, 64, 0, markdown=width % 2 == 0, first_ordinal=0)
+        chunks = packer.feed(Unit(text, 0, len(text), label=label))
+        assert len(chunks) >= 3 and all(chunk.tokens <= 64 for chunk in chunks)
+    assert len(fresh._splitters) >= 12
+    assert resident_mb() - before < 20, "twelve copies of the tokenizer would add about 72 MB"
+
+
+def resident_mb() -> float:
+    gc.collect()
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
