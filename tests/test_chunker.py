@@ -17,6 +17,7 @@ from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.transcripts import TranscriptParser
 from ingestd.parsers.units import Unit
 from ingestd.reader import read_lines
+from ingestd.system import rss_mb
 
 
 @pytest.fixture(scope="module")
@@ -148,19 +149,13 @@ def test_splitters_for_many_labels_share_the_one_tokenizer(counter: TokenCounter
     # from_huggingface_tokenizer held a 6 MB copy of the vocabulary for the process's life.
     fresh = TokenCounter(Tokenizer.from_str(counter.tokenizer.to_str()))
     text = paragraph(random.Random(9), 150)
-    before = resident_mb()
+    gc.collect()
+    before = rss_mb()
     for width in range(1, 13):
         label = " ".join(["role"] * width)
         packer = Packer(fresh, 64, 0, markdown=width % 2 == 0, first_ordinal=0)
         chunks = packer.feed(Unit(text, 0, len(text), label=label))
         assert len(chunks) >= 3 and all(chunk.tokens <= 64 for chunk in chunks)
     assert len(fresh._splitters) >= 12
-    assert resident_mb() - before < 20, "twelve copies of the tokenizer would add about 72 MB"
-
-
-def resident_mb() -> float:
     gc.collect()
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS in /proc/self/status")
+    assert rss_mb() - before < 20, "twelve copies of the tokenizer would add about 72 MB"

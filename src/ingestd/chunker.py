@@ -183,8 +183,9 @@ class Packer:
         return pieces
 
     def _enforce(self, piece: str, capacity: int) -> list[tuple[str, int]]:
-        """Guarantee the limit even where the splitter's count and ours could disagree; each
-        piece comes with its count."""
+        """Each piece with its count (the encoding is needed for that anyway), and the limit
+        kept even if the splitter returns a piece whole that it could not cut. It counts with
+        `count` itself, so no test input reaches the windowing: it guards the model's limit."""
         encoding = self.counter.tokenizer.encode(piece, add_special_tokens=False)
         if len(encoding.ids) <= capacity:
             return [(piece, len(encoding.ids))]

@@ -109,19 +109,15 @@ class Engine:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.state_flush_seconds)
-            if self.state.dirty:
-                await self._write_snapshot()
-
-    async def _write_snapshot(self) -> None:
-        """Snapshot on the loop (records change there), write and fsync off it. A function of
-        its own so the snapshot (about 460 bytes a file) is freed before the next sleep."""
-        self.state.dirty = False
-        data = self.state.serialize()
-        try:
-            await asyncio.to_thread(self.state.write, data)
-        except OSError as exc:
-            self.state.dirty = True
-            self._log_write_failure(exc)
+            if not self.state.dirty:
+                continue
+            try:
+                # Snapshot on the loop (records change there), write and fsync off it. No name
+                # holds the snapshot (about 470 bytes a file) through the next sleep.
+                await asyncio.to_thread(self.state.write, self.state.snapshot())
+            except OSError as exc:
+                self.state.dirty = True
+                self._log_write_failure(exc)
 
     def save_state(self) -> None:
         try:

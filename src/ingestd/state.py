@@ -186,7 +186,9 @@ class StateStore:
     def mark_dirty(self) -> None:
         self.dirty = True
 
-    def serialize(self) -> bytes:
+    def snapshot(self) -> bytes:
+        """The records as JSON, now marked clean: a caller whose write fails marks them dirty."""
+        self.dirty = False
         body = {
             "version": VERSION,
             "meta": self.meta,
@@ -195,9 +197,8 @@ class StateStore:
         return json.dumps(body, separators=(",", ":")).encode("utf-8")
 
     def save(self) -> None:
-        self.dirty = False
         try:
-            self.write(self.serialize())
+            self.write(self.snapshot())
         except BaseException:
             self.dirty = True
             raise
