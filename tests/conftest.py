@@ -75,8 +75,10 @@ class CountingProvider(EmbeddingProvider):
         self.inner = inner
         self.name, self.model = inner.name, inner.model
         self.fills_batches_when_idle = inner.fills_batches_when_idle
+        self.concurrency = inner.concurrency
         self.batches: list[list[str]] = []  # every call's texts, in order
         self.calls = 0
+        self.running = self.most_at_once = 0  # calls in progress, now and at most
         self.fail_next = 0
 
     @property
@@ -107,7 +109,12 @@ class CountingProvider(EmbeddingProvider):
             self.fail_next -= 1
             raise EmbeddingError("injected embedding failure")
         self.batches.append(list(texts))
-        return await self.inner.embed_documents(texts)
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            return await self.inner.embed_documents(texts)
+        finally:
+            self.running -= 1
 
     async def embed_query(self, text: str) -> list[float]:
         return await self.inner.embed_query(text)

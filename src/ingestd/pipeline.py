@@ -14,7 +14,7 @@ import asyncio
 import os
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
@@ -485,30 +485,26 @@ class Pipeline:
         return batch
 
     async def _embed_stage(self) -> None:
-        """Two batches at a time: while the model works on one, the next is looked up in the
-        cache and queued behind it in the worker, and the finished one is handed to the upsert
-        stage; so the model never waits for the loop between batches. Results leave in order."""
-        inflight: tuple[list[Pending], asyncio.Task[Embedded]] | None = None
-        previous: tuple[list[Pending], asyncio.Task[Embedded]] | None = None
+        """`provider.concurrency` batches at a time and one more queued behind them: while the
+        model works, the next batch is looked up in the cache and a finished one is handed to
+        the upsert stage, so the model never waits for the loop. Results leave in order."""
+        inflight: deque[tuple[list[Pending], asyncio.Task[Embedded]]] = deque()
+        depth = self.provider.concurrency + 1
         try:
             while True:
-                if inflight is not None and self.queue.empty() and self._carry is None:
-                    await self._forward(*inflight)
-                    inflight = None
-                linger = inflight is not None or self.provider.fills_batches_when_idle
+                if inflight and (len(inflight) >= depth or (self.queue.empty() and self._carry is None)):
+                    await self._forward(*inflight[0])  # still held, so a stop meanwhile cancels it
+                    inflight.popleft()
+                    continue
+                linger = bool(inflight) or self.provider.fills_batches_when_idle
                 taken = await self._next_batch(linger)
                 batch = [item for item in taken if item.job.failure is None]
-                if not batch:
-                    continue
-                task = asyncio.create_task(self._embed(batch), name="embed-batch")
-                previous, inflight = inflight, (batch, task)
-                if previous is not None:
-                    await self._forward(*previous)
-                    previous = None
+                if batch:
+                    inflight.append((batch, asyncio.create_task(self._embed(batch), name="embed-batch")))
         finally:
-            # Both, when a stop lands while the older batch is handed on: the newer one, left
-            # running, would reach the embedding cache after the engine has closed it.
-            tasks = [pair[1] for pair in (previous, inflight) if pair is not None]
+            # All of them: one left running would reach the embedding cache after the engine
+            # has closed it.
+            tasks = [task for _, task in inflight]
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)

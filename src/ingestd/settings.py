@@ -67,8 +67,10 @@ class Settings(BaseSettings):
     fastembed_model_dir: Path | None = None
     fastembed_cache_path: Path | None = None
     embed_cpu_mem_arena: bool = False
+    # 0 and 0: one embedding call at a time per CPU of the cgroup's quota, one ONNX thread each
+    # (on 2 CPUs 19-25 % more tokens/s than one call on two threads; docs/performance.md).
     onnx_threads: int = Field(default=0, ge=0)
-    thread_pool_workers: int = Field(default=1, ge=1, le=16)
+    thread_pool_workers: int = Field(default=0, ge=0, le=16)
     # Measured (docs/performance.md): on 2 CPUs batches of 4 to 32 chunks embed at about the
     # same tokens/s, while the per-call memory peak follows batch x longest chunk; in a 50 MB
     # transcript A/B, 512 tokens peaked lowest at the same speed. These two are FastEmbed's

@@ -33,6 +33,8 @@ class EmbeddingProvider(ABC):
     # yes for a rate-limited API, where a request is the unit of cost; no for a local model,
     # which would only sit idle meanwhile.
     fills_batches_when_idle: bool = False
+    # Batches the provider embeds at the same time; the pipeline keeps one more queued behind.
+    concurrency: int = 1
 
     @property
     @abstractmethod

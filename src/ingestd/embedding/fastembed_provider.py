@@ -2,8 +2,11 @@
 
 ONNX Runtime's memory arena grows to the largest batch it has seen and never shrinks, so it is
 off by default (`EMBED_CPU_MEM_ARENA`), and every call passes an explicit batch size: FastEmbed's
-default of 256 can take gigabytes in one call. The session's thread count follows the cgroup's
-CPU quota, not the host's core count.
+default of 256 can take gigabytes in one call. The CPUs come from the cgroup's quota, not the
+host's core count, and by default each CPU runs its own batch on one shared session with one
+ONNX thread: on 2 CPUs that embedded 19-25 % more tokens/s than one call at a time on two
+threads (docs/performance.md), with no second copy of the model, and a CPU the rest of the
+daemon takes for a moment then stalls one batch, not both halves of every batch.
 """
 
 from __future__ import annotations
@@ -30,11 +33,13 @@ class FastEmbedProvider(EmbeddingProvider):
         self.settings = settings
         self.model = settings.embedding_model
         self.location: ModelLocation = resolve_model(settings)
-        self.threads = settings.onnx_threads or available_cpus()
-        self._executor = ThreadPoolExecutor(
-            max_workers=settings.thread_pool_workers, thread_name_prefix="fastembed"
-        )
-        self._lock = threading.Lock()
+        cpus = available_cpus()
+        self.concurrency = settings.thread_pool_workers or cpus
+        self.threads = settings.onnx_threads or max(1, cpus // self.concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fastembed")
+        # Guards the model and counts the calls using it, so that an unload waits for them.
+        self._lock = threading.Condition()
+        self._calls = 0
         self._model: Any = None
         self._counter: TokenCounter | None = None
         self._dimension: int | None = None
@@ -73,25 +78,31 @@ class FastEmbedProvider(EmbeddingProvider):
 
     # --- work ----------------------------------------------------------------------------
     def _load(self) -> Any:
-        with self._lock:
-            if self._model is None:
-                from fastembed import TextEmbedding
+        """The model, loaded if need be; the caller must hold the lock."""
+        if self._model is None:
+            from fastembed import TextEmbedding
 
-                kwargs: dict[str, Any] = {
-                    "cache_dir": str(self.settings.model_cache_dir),
-                    "threads": self.threads,
-                    "enable_cpu_mem_arena": self.settings.embed_cpu_mem_arena,
-                }
-                if self.location.directory is not None:
-                    kwargs["specific_model_path"] = str(self.location.directory)
-                self._model = TextEmbedding(self.model, **kwargs)
-                self.loads += 1
-            return self._model
+            kwargs: dict[str, Any] = {
+                "cache_dir": str(self.settings.model_cache_dir),
+                "threads": self.threads,
+                "enable_cpu_mem_arena": self.settings.embed_cpu_mem_arena,
+            }
+            if self.location.directory is not None:
+                kwargs["specific_model_path"] = str(self.location.directory)
+            self._model = TextEmbedding(self.model, **kwargs)
+            self.loads += 1
+        return self._model
 
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
-        model = self._load()
-        vectors = model.embed(texts, batch_size=len(texts))
-        return [vector.tolist() for vector in vectors]
+        with self._lock:
+            model = self._load()
+            self._calls += 1
+        try:
+            return [vector.tolist() for vector in model.embed(texts, batch_size=len(texts))]
+        finally:
+            with self._lock:
+                self._calls -= 1
+                self._lock.notify_all()
 
     async def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:
@@ -108,9 +119,11 @@ class FastEmbedProvider(EmbeddingProvider):
         return (await self.embed_documents([text]))[0]
 
     def _unload_sync(self) -> None:
+        """After the calls in progress (none is cut short); new ones wait, then load it again."""
         with self._lock:
+            self._lock.wait_for(lambda: self._calls == 0)
             self._model = None
-        release_memory()
+            release_memory()
 
     async def unload(self) -> None:
         if self._model is not None:
