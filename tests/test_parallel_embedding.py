@@ -29,17 +29,19 @@ def texts(count: int) -> list[str]:
 
 
 def test_calls_and_threads_follow_the_cpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastembed_provider, "available_cpus", lambda: 4)
-    shapes = {
-        (0, 0): (4, 1),  # the default: a call per CPU, one thread each
-        (2, 0): (2, 2),
-        (1, 0): (1, 4),
-        (1, 3): (1, 3),
+    shapes = {  # (CPUs, THREAD_POOL_WORKERS, ONNX_THREADS): (calls at once, threads per call)
+        (4, 0, 0): (4, 1),  # the default: a call per CPU, one thread each
+        (4, 2, 0): (2, 2),
+        (4, 1, 0): (1, 4),
+        (4, 1, 3): (1, 3),
+        (1, 0, 0): (1, 1),
+        (32, 0, 0): (8, 4),  # at most 8 calls by default; the CPUs beyond go to their threads
     }
-    for (workers, threads), expected in shapes.items():
+    for (cpus, workers, threads), expected in shapes.items():
+        monkeypatch.setattr(fastembed_provider, "available_cpus", lambda cpus=cpus: cpus)
         settings = make_settings(tmp_path, thread_pool_workers=workers, onnx_threads=threads)
         provider = FastEmbedProvider(settings)
-        assert (provider.concurrency, provider.threads) == expected, (workers, threads)
+        assert (provider.concurrency, provider.threads) == expected, (cpus, workers, threads)
 
 
 async def test_calls_at_once_share_the_model_and_give_the_vectors_of_calls_one_by_one(

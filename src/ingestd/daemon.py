@@ -288,7 +288,7 @@ class Daemon:
         after = rss_mb()
         action = "trimmed"
         if after > limit and self.engine.provider.loaded:
-            # Runs on the embedding thread after the batch in progress, so no call is cut short.
+            # The unload waits for the calls in progress, so no call is cut short.
             await self.engine.provider.unload()
             after, action = rss_mb(), "model recycled"
         self.intake.set()

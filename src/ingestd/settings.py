@@ -67,8 +67,8 @@ class Settings(BaseSettings):
     fastembed_model_dir: Path | None = None
     fastembed_cache_path: Path | None = None
     embed_cpu_mem_arena: bool = False
-    # 0 and 0: one embedding call at a time per CPU of the cgroup's quota, one ONNX thread each
-    # (on 2 CPUs 19-25 % more tokens/s than one call on two threads; docs/performance.md).
+    # 0 and 0: as many embedding calls at once as the cgroup's quota has CPUs (at most 8), one
+    # ONNX thread each (on 2 CPUs 19-25 % more tokens/s than one call on two threads).
     onnx_threads: int = Field(default=0, ge=0)
     thread_pool_workers: int = Field(default=0, ge=0, le=16)
     # Measured (docs/performance.md): on 2 CPUs batches of 4 to 32 chunks embed at about the

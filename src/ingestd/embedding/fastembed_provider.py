@@ -25,6 +25,8 @@ from ingestd.embedding.model_files import ModelLocation, resolve_model
 from ingestd.settings import Settings
 from ingestd.system import available_cpus, release_memory
 
+MAX_DEFAULT_CALLS = 8
+
 
 class FastEmbedProvider(EmbeddingProvider):
     name = "fastembed"
@@ -34,7 +36,9 @@ class FastEmbedProvider(EmbeddingProvider):
         self.model = settings.embedding_model
         self.location: ModelLocation = resolve_model(settings)
         cpus = available_cpus()
-        self.concurrency = settings.thread_pool_workers or cpus
+        # At most 8 calls by default: each holds its own batch's buffers, and more than 2 at
+        # once is not measured; the CPUs beyond go to each call's threads.
+        self.concurrency = settings.thread_pool_workers or min(cpus, MAX_DEFAULT_CALLS)
         self.threads = settings.onnx_threads or max(1, cpus // self.concurrency)
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fastembed")
         # Guards the model and counts the calls using it, so that an unload waits for them.
