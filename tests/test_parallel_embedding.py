@@ -68,6 +68,26 @@ async def test_an_unload_waits_for_the_call_in_progress(two_calls: FastEmbedProv
     assert two_calls.loaded
 
 
+async def test_a_call_arriving_during_an_unload_waits_for_it_and_loads_the_model_again(
+    two_calls: FastEmbedProvider,
+) -> None:
+    await two_calls.embed_query("warm")
+    loads = two_calls.loads
+    first = asyncio.ensure_future(two_calls.embed_documents(texts(160)))
+    while two_calls._calls == 0 and not first.done():  # noqa: ASYNC110 - set on the worker thread
+        await asyncio.sleep(0.002)
+    unload = asyncio.ensure_future(two_calls.unload())
+    while not two_calls._unloading and not unload.done():  # noqa: ASYNC110 - set on the worker thread
+        await asyncio.sleep(0.002)
+    assert not first.done(), "the batch ended before the unload could start"
+    late = asyncio.ensure_future(two_calls.embed_documents(texts(4)))
+    await asyncio.gather(first, unload)
+    assert len(await late) == 4
+    # Had the late call used the old model, the unload would have waited for it too and left
+    # the model unloaded.
+    assert two_calls.loaded and two_calls.loads == loads + 1
+
+
 async def test_the_pipeline_keeps_every_worker_busy_and_each_vector_with_its_chunk(
     tmp_path: Path, two_calls: FastEmbedProvider
 ) -> None:

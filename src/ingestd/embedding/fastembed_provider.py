@@ -41,9 +41,11 @@ class FastEmbedProvider(EmbeddingProvider):
         self.concurrency = settings.thread_pool_workers or min(cpus, MAX_DEFAULT_CALLS)
         self.threads = settings.onnx_threads or max(1, cpus // self.concurrency)
         self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="fastembed")
-        # Guards the model and counts the calls using it, so that an unload waits for them.
+        # Guards the model and counts the calls using it, so that an unload waits for them
+        # (and calls arriving meanwhile wait for the unload, so it cannot be put off).
         self._lock = threading.Condition()
         self._calls = 0
+        self._unloading = False
         self._model: Any = None
         self._counter: TokenCounter | None = None
         self._dimension: int | None = None
@@ -99,6 +101,7 @@ class FastEmbedProvider(EmbeddingProvider):
 
     def _embed_sync(self, texts: list[str]) -> list[list[float]]:
         with self._lock:
+            self._lock.wait_for(lambda: not self._unloading)
             model = self._load()
             self._calls += 1
         try:
@@ -125,9 +128,12 @@ class FastEmbedProvider(EmbeddingProvider):
     def _unload_sync(self) -> None:
         """After the calls in progress (none is cut short); new ones wait, then load it again."""
         with self._lock:
+            self._unloading = True
             self._lock.wait_for(lambda: self._calls == 0)
             self._model = None
             release_memory()
+            self._unloading = False
+            self._lock.notify_all()
 
     async def unload(self) -> None:
         if self._model is not None:
