@@ -43,6 +43,7 @@ from ingestd.parsers.documents import (
 )
 from ingestd.parsers.transcripts import FileIdentity, TranscriptParser
 from ingestd.parsers.units import Unit
+from ingestd.pipeline_status import PipelineStatus
 from ingestd.reader import FINGERPRINT_BYTES, Line, fingerprint, head_and_tail, read_lines
 from ingestd.settings import Settings
 from ingestd.state import FileRecord, StateStore, Status
@@ -165,6 +166,25 @@ class Pipeline:
             asyncio.create_task(self._embed_stage(), name="embed-stage"),
             asyncio.create_task(self._upsert_stage(), name="upsert-stage"),
         ]
+
+    def status(self) -> PipelineStatus:
+        totals = self.totals
+        return PipelineStatus(
+            files_in_flight=len(self.jobs),
+            chunks_queued=self.queue.qsize(),
+            store_available=self.store_available,
+            embedding_halted=self.halted,
+            last_error=self.last_error,
+            last_work=self.last_work,
+            oldest_queued_at=min((job.queued_at for job in self.jobs.values()), default=None),
+            files_done=totals["done"],
+            files_finished=sum(n for status, n in totals.items() if status != "chunks_embedded"),
+            chunks_embedded=totals["chunks_embedded"],
+        )
+
+    def job(self, key: str) -> FileJob | None:
+        """The pass in flight over `key`, if any (the daemon waits for it to requeue a change)."""
+        return self.jobs.get(key)
 
     @property
     def stages(self) -> tuple[asyncio.Task[None], ...]:
