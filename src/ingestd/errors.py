@@ -58,3 +58,7 @@ class TooLarge(EmbeddingSignal):
 
 class Rejected(EmbeddingSignal):
     """This batch's content is refused for good (a bad input); retrying cannot help."""
+
+
+class LedgerUnwritable(IngestdError):
+    """A ledger write failed (disk full, I/O error) and was rolled back: the record is unchanged."""
