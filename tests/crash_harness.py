@@ -137,22 +137,25 @@ def collection_points(state: Path) -> dict[str, dict[str, Any]]:
 
 def state_is_readable(state: Path) -> bool:
     sys.path.insert(0, str(REPO / "src"))
-    from ingestd.state import StateStore
+    from ledger_view import ledger_readable
 
-    store = StateStore(state)
-    report = store.load()
-    return report.source == "state" and report.problem is None
+    return ledger_readable(state)
 
 
 def run_done(state: Path, root: Path) -> bool:
     """Every corpus file recorded done with all its bytes consumed."""
+    sys.path.insert(0, str(REPO / "src"))
+    import sqlite3
+
+    from ledger_view import ledger_records
+
     try:
-        files = json.loads((state / "state.json").read_text())["files"]
-    except (OSError, ValueError, KeyError):
+        files = ledger_records(state)
+    except sqlite3.Error:
         return False
     for path in list((root / "conversations").rglob("*.jsonl")) + list((root / "documents").rglob("*.md")):
         record = files.get(str(path))
-        if record is None or record["status"] != "done" or record["offset"] != path.stat().st_size:
+        if record is None or record.status != "done" or record.offset != path.stat().st_size:
             return False
     return True
 
@@ -245,7 +248,7 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
         reader.join(timeout=30)
         logs.append("".join(reader.lines))
         report.kills += 1
-        if (crash_state / "state.json").exists() and not state_is_readable(crash_state):
+        if (crash_state / "ledger.db").exists() and not state_is_readable(crash_state):
             report.unreadable_states += 1
     appender.join()
     report.appended_lines = appender.lines

@@ -33,3 +33,12 @@ def ledger_record(state_dir: Path, key: str) -> FileRecord | None:
             f"SELECT path, {', '.join(COLUMNS)} FROM files WHERE path = ?", (key_bytes(key),)
         ).fetchone()
     return FileRecord.from_row(row) if row else None
+
+
+def ledger_readable(state_dir: Path) -> bool:
+    """Whether the ledger opens and passes SQLite's quick check (what a kill must never break)."""
+    try:
+        with closing(_connect(state_dir)) as conn:
+            return [row[0] for row in conn.execute("PRAGMA quick_check")] == ["ok"]
+    except sqlite3.DatabaseError:
+        return False

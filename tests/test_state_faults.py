@@ -1,16 +1,15 @@
-"""State-file faults: truncated or corrupt state, a full disk, two daemons on one state folder.
+"""Ledger faults: a damaged or lost ledger, today's state.json to migrate, two daemons on one
+state folder.
 
-A lost state is recovered from `state.json.bak`, or else rebuilt from what Qdrant holds (every
-point carries its file, generation and ordinal); either way nothing is embedded twice, which
-CountingProvider measures (with the embedding cache off, so that re-embedding is seen). A
-failed write leaves the previous state byte for byte.
+A damaged ledger is set aside and rebuilt from what Qdrant holds (every point carries its file,
+generation and ordinal); a state.json written by the JSON store is imported. Either way nothing
+is embedded twice, which CountingProvider measures (with the embedding cache off, so that
+re-embedding is seen). Failed writes (a full disk, EIO) are tested on the ledger itself in
+test_ledger.py.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
 import json
 import os
 import signal
@@ -23,8 +22,10 @@ import pytest
 from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.engine import Engine
+from ingestd.ledger_db import COLUMNS
 from ingestd.pipeline import FileJob
 from ingestd.settings import Settings
+from ledger_view import ledger_records
 
 
 def _corpus(settings: Settings) -> list[Path]:
@@ -60,109 +61,96 @@ async def _first_pass(
     await engine.open("test")
     assert set((await _ingest_all(engine, paths)).values()) == {"done"}
     points = {kind: await engine.store.count(kind) for kind in ("conversations", "documents")}
-    engine.save_state()
-    await engine.close()  # saves again: state.json and state.json.bak are both good
-    assert settings.state_file.exists() and (settings.state_dir / "state.json.bak").exists()
+    await engine.close()
+    assert (settings.state_dir / "ledger.db").exists()
     return paths, len(counting.texts), points
 
 
-@pytest.mark.parametrize("damage", ["truncated", "garbage", "wrong-shape"])
-async def test_damaged_state_recovers_from_backup(
+def _as_state_json(settings: Settings) -> bytes:
+    """The ledger's records as the JSON store wrote them (tests/fixtures/state-v1.json's shape)."""
+    files = {
+        key: {name: getattr(record, name) for name in COLUMNS}
+        for key, record in ledger_records(settings.state_dir).items()
+    }
+    for path in settings.state_dir.glob("ledger.db*"):
+        path.unlink()
+    return json.dumps({"version": 1, "meta": {}, "files": files}, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("backup_only", [False, True])
+async def test_state_json_is_migrated_and_nothing_is_embedded_again(
+    tmp_path: Path, counting: CountingProvider, events: Events, backup_only: bool
+) -> None:
+    """An installation of the JSON store upgrades: its records come over as they were."""
+    settings = make_settings(tmp_path, embed_cache_max_entries=0)
+    paths, embedded, points = await _first_pass(settings, counting)
+    before = ledger_records(settings.state_dir)
+    legacy = _as_state_json(settings)
+    if backup_only:  # state.json damaged, its backup good
+        (settings.state_dir / "state.json").write_bytes(legacy[: len(legacy) // 2])
+        (settings.state_dir / "state.json.bak").write_bytes(legacy)
+    else:
+        (settings.state_dir / "state.json").write_bytes(legacy)
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        migrated = [e for e in events() if e["event"] == "state.migrated"]
+        assert len(migrated) == 1 and migrated[0]["files"] == len(paths)
+        recovered = [e for e in events() if e["event"] == "state.recovered"]
+        assert bool(recovered) == backup_only
+        assert not [e for e in events() if e["event"] == "state.rebuilt"], "migrated, not rebuilt"
+        assert {key: record.generation for key, record in before.items()} == {
+            key: record.generation for key, record in ledger_records(settings.state_dir).items()
+        }
+        statuses = await _ingest_all(engine, paths)
+        assert set(statuses.values()) == {"unchanged"}, statuses
+        assert len(counting.texts) == embedded, "the migration re-embedded stored chunks"
+        assert {k: await engine.store.count(k) for k in points} == points
+    finally:
+        await engine.close()
+    assert (
+        settings.state_dir / ("state.json.bak.migrated" if backup_only else "state.json.migrated")
+    ).exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "damaged-page"])
+async def test_damaged_ledger_is_rebuilt_from_qdrant(
     tmp_path: Path, counting: CountingProvider, events: Events, damage: str
 ) -> None:
     settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
-    data = settings.state_file.read_bytes()
+    db = settings.state_dir / "ledger.db"
+    data = db.read_bytes()
     damaged = {
         "truncated": data[: len(data) // 2],
-        "garbage": os.urandom(256),
-        "wrong-shape": json.dumps({"version": 1, "files": []}).encode(),
+        "garbage": os.urandom(8192),
+        "damaged-page": data[:4096] + os.urandom(4096) + data[8192:],
     }[damage]
-    settings.state_file.write_bytes(damaged)
-
-    engine = Engine(settings, provider=counting)
-    await engine.open("test")
-    try:
-        warning = [e for e in events() if e["event"] == "state.recovered"]
-        assert len(warning) == 1 and warning[0]["source"] == "backup" and warning[0]["level"] == "warning"
-        assert "state.json unreadable" in warning[0]["reason"]
-        await _ingest_all(engine, paths)
-        assert len(counting.texts) == embedded, "recovery re-embedded stored chunks"
-        assert {engine.state.get(str(p)).status for p in paths} == {"done"}  # type: ignore[union-attr]
-        assert {k: await engine.store.count(k) for k in points} == points
-        # The corrupt file was moved aside, so the next write cannot make it the backup.
-        aside = list(settings.state_dir.glob("state.json.corrupt-*"))
-        assert len(aside) == 1 and aside[0].read_bytes() == damaged
-        engine.save_state()
-        backup = json.loads((settings.state_dir / "state.json.bak").read_text())
-        assert {str(p) for p in paths} <= set(backup["files"]), "the good backup was overwritten"
-    finally:
-        await engine.close()
-    settings.state_file.write_bytes(b"{")  # damaged again: the backup still holds everything
-    engine = Engine(settings, provider=counting)
-    await engine.open("test")
-    try:
-        assert {engine.state.get(str(p)).status for p in paths} == {"done"}  # type: ignore[union-attr]
-    finally:
-        await engine.close()
-
-
-async def test_lost_state_and_backup_rebuilt_from_qdrant(
-    tmp_path: Path, counting: CountingProvider, events: Events
-) -> None:
-    settings = make_settings(tmp_path, embed_cache_max_entries=0)
-    paths, embedded, points = await _first_pass(settings, counting)
-    settings.state_file.write_bytes(b'{"version": 1, "files": {"/x": ')
-    (settings.state_dir / "state.json.bak").write_bytes(b"\x00" * 64)
+    db.write_bytes(damaged)
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
     try:
         logged = events()
         recovered = [e for e in logged if e["event"] == "state.recovered"]
-        assert recovered and recovered[0]["source"] == "new" and recovered[0]["outcome"] == "rebuilt"
+        assert len(recovered) == 1 and recovered[0]["source"] == "new" and recovered[0]["level"] == "warning"
+        assert recovered[0]["outcome"] == "rebuilt" and "ledger.db unreadable" in recovered[0]["reason"]
         rebuilt = [e for e in logged if e["event"] == "state.rebuilt"]
         assert rebuilt and rebuilt[0]["files"] == len(paths)
-        assert {engine.state.get(str(p)).status for p in paths} == {"pending"}  # type: ignore[union-attr]
+        assert {engine.ledger.get(str(p)).status for p in paths} == {"pending"}  # type: ignore[union-attr]
         statuses = await _ingest_all(engine, paths)
         assert set(statuses.values()) == {"done"}, statuses
-        assert len(counting.texts) == embedded, "a rebuilt state must not re-embed what Qdrant holds"
+        assert len(counting.texts) == embedded, "a rebuilt ledger must not re-embed what Qdrant holds"
         assert {k: await engine.store.count(k) for k in points} == points
+        aside = [
+            p for p in settings.state_dir.glob("ledger.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+        ]
+        assert [p.read_bytes() for p in aside] == [damaged], "the damaged file is kept for inspection"
         again = await _ingest_all(engine, paths)
         assert set(again.values()) == {"unchanged"}
     finally:
         await engine.close()
-
-
-async def test_enospc_keeps_previous_state(
-    tmp_path: Path, engine: Engine, events: Events, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    assert engine._flusher is not None
-    engine._flusher.cancel()  # the test writes the state itself: a periodic flush would race it
-    with contextlib.suppress(asyncio.CancelledError):
-        await engine._flusher
-    doc = engine.settings.documents_dirs[0] / "a.md"
-    doc.write_text("# A\n\nSomething worth keeping.\n")
-    await _ingest_all(engine, [doc])
-    engine.save_state()
-    before = engine.state.path.read_bytes()
-    doc2 = engine.settings.documents_dirs[0] / "b.md"
-    doc2.write_text("# B\n\nWritten while the disk is full.\n")
-    await _ingest_all(engine, [doc2])
-
-    def full(_: int) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-    monkeypatch.setattr("ingestd.state.os.fsync", full)
-    engine.save_state()  # must not raise
-    assert engine.state.path.read_bytes() == before, "the previous state must stay intact"
-    assert engine.state.dirty, "still dirty: the next flush tries again"
-    assert not list(engine.state.dir.glob(".state.json.*.tmp")), "the partial temporary file is removed"
-    failed = [e for e in events() if e["event"] == "state.write_failed"]
-    assert failed and "No space left on device" in failed[0]["error"] and failed[0]["level"] == "error"
-    monkeypatch.undo()
-    engine.save_state()
-    assert str(doc2) in json.loads(engine.state.path.read_text())["files"]
 
 
 def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
@@ -196,7 +184,7 @@ def test_second_daemon_refuses_to_start(tmp_path: Path) -> None:
 async def test_deleted_state_is_rebuilt_from_qdrant_without_stale_generations(
     tmp_path: Path, counting: CountingProvider, events: Events
 ) -> None:
-    """Someone deletes state.json and its backup: the files' generations come back from Qdrant,
+    """Someone deletes the ledger: the files' generations come back from Qdrant,
     so a file rewritten once (generation 1) is not re-ingested as generation 0 beside its points."""
     settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
@@ -208,15 +196,15 @@ async def test_deleted_state_is_rebuilt_from_qdrant_without_stale_generations(
     points = {kind: await engine.store.count(kind) for kind in points}
     embedded = len(counting.texts)
     await engine.close()
-    settings.state_file.unlink()
-    (settings.state_dir / "state.json.bak").unlink()
+    for path in settings.state_dir.glob("ledger.db*"):
+        path.unlink()
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
     try:
         rebuilt = [e for e in events() if e["event"] == "state.rebuilt"]
         assert rebuilt and rebuilt[0]["files"] == len(paths)
-        record = engine.state.get(str(rewritten))
+        record = engine.ledger.get(str(rewritten))
         assert record is not None and record.generation == 1
         assert set((await _ingest_all(engine, paths)).values()) == {"done"}
         assert len(counting.texts) == embedded, "nothing Qdrant holds is embedded again"
