@@ -16,11 +16,12 @@ import pytest
 
 import ingestd.pipeline
 import ingestd.reader
-from conftest import CountingProvider, ingest, make_settings, until
+import ingestd.stages.read
+from conftest import CountingProvider, ingest, make_settings, stored_points, until
 from generators import paragraph, write_transcript
 from ingestd.engine import Engine
 from ingestd.pipeline import FileJob
-from ingestd.state import StateStore
+from ingestd.ledger import Ledger, Status
 
 
 async def _rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, ...]]:
@@ -49,7 +50,7 @@ async def test_cancelled_read_leaves_the_file_pending_then_resumes_cleanly(
         task = asyncio.create_task(engine.submit(path))
 
         def reading_and_acked() -> FileJob | None:
-            job = engine.pipeline.jobs.get(str(path))
+            job = engine.pipeline.job(str(path))
             return job if job is not None and job.reading and job.acked >= 5 else None
 
         job = await until(reading_and_acked)
@@ -57,14 +58,14 @@ async def test_cancelled_read_leaves_the_file_pending_then_resumes_cleanly(
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.sleep(1.0)  # batches in flight land; they must not complete the pass
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.status == "pending", (record and record.status, job.outcome)
         assert record.offset == 0 and 0 < record.resume_offset < path.stat().st_size
-        assert str(path) not in engine.pipeline.jobs, "a cancelled pass does not hold the file busy"
+        assert engine.pipeline.job(str(path)) is None, "a cancelled pass does not hold the file busy"
 
         again = await ingest(engine, path)
         assert again.status == "done" and 0 < again.embedded < again.chunks, "resumed, not redone"
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.offset == path.stat().st_size
         assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
     finally:
@@ -91,22 +92,23 @@ async def test_cancel_while_every_chunk_is_acknowledged_does_not_mark_the_file_d
                 paused.set()
                 await asyncio.sleep(3600)  # a slow read (huge lines, a slow disk), cut by SIGTERM
 
-    monkeypatch.setattr(ingestd.pipeline, "read_lines", pausing)
+    monkeypatch.setattr(ingestd.stages.read, "read_lines", pausing)
     task = asyncio.create_task(engine.submit(path))
     await asyncio.wait_for(paused.wait(), 60)
-    job = engine.pipeline.jobs[str(path)]
+    job = engine.pipeline.job(str(path))
+    assert job is not None
     await until(lambda: job.emitted > 0 and job.acked == job.emitted)
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.3)
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "pending", (record and record.status, record)
     assert record.resume_offset > 0 and record.offset == 0
     monkeypatch.undo()
     again = await ingest(engine, path)
     assert again.status == "done" and 0 < again.embedded < again.chunks
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.offset == path.stat().st_size
     assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
 
@@ -130,26 +132,28 @@ async def test_stop_returns_while_the_store_is_down_and_the_file_stays_pending(
         os.utime(path)  # touched, not changed: a resumed pass whose completion deletes past its end
         job = await engine.submit(path)
         assert isinstance(job, FileJob)
-        await until(lambda: not engine.pipeline.store_available)
+        await until(lambda: not engine.pipeline.status().store_available)
         started = time.monotonic()
         await asyncio.wait_for(engine.pipeline.stop(), 20)  # completions cancelled after a grace
         assert time.monotonic() - started < ingestd.pipeline.STOP_GRACE + 7, "stop() waited for the store"
         assert job.done.is_set()
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.status == "pending"
     finally:
         engine.store.delete_file = real_delete  # type: ignore[method-assign]
         await engine.close()
-    saved = StateStore(settings.state_dir)
-    saved.load()
-    assert saved.files[str(path)].status == "pending", "the interrupted completion is not recorded as done"
+    saved = Ledger(settings.state_dir)
+    saved.open()
+    record = saved.get(str(path))
+    saved.close()
+    assert record is not None and record.status == "pending", "the interrupted completion is not done"
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
     try:
         outcome = await ingest(engine, path)
         assert outcome.status == "done"
-        assert await engine.store.count_file("conversations", str(path)) == outcome.chunks
+        assert await stored_points(engine.store, "conversations", str(path)) == outcome.chunks
     finally:
         await engine.close()
 
@@ -169,7 +173,7 @@ async def test_a_stop_that_lands_as_a_store_call_fails_is_not_swallowed(uncached
         raise ConnectionError("injected: store down")
 
     retrying = asyncio.create_task(
-        uncached.pipeline._with_store_retry("delete", ["a.jsonl"], fails_as_the_stop_arrives)
+        uncached.pipeline.gateway.call("delete", ["a.jsonl"], fails_as_the_stop_arrives)
     )
     done, _ = await asyncio.wait({retrying}, timeout=5)
     assert retrying in done, f"the cancel was swallowed: still retrying after {calls} calls"
@@ -201,8 +205,8 @@ async def test_a_job_still_in_flight_when_the_pipeline_stops_is_released_as_pend
     assert waiting in done, "settled() still waits on a job the stopped pipeline will never finish"
     assert waiting.exception() is None
     assert job.outcome is not None and job.outcome.status == "pending", job.outcome
-    assert str(path) not in engine.pipeline.jobs
-    record = engine.state.get(str(path))
+    assert engine.pipeline.job(str(path)) is None
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "pending"
 
 
@@ -234,7 +238,7 @@ async def test_a_stop_while_a_batch_is_handed_on_leaves_no_embedding_running(
     def embedding() -> list[asyncio.Task[Any]]:
         return [t for t in asyncio.all_tasks() if t.get_name() == "embed-batch" and not t.done()]
 
-    await until(lambda: stalled.is_set() and engine.pipeline.upserts.full() and embedding(), 60)
+    await until(lambda: stalled.is_set() and embedding(), 60)
     await asyncio.wait_for(engine.pipeline.stop(), 20)
     left = embedding()
     assert not left, f"{len(left)} embedding task(s) still running after stop()"
@@ -242,22 +246,64 @@ async def test_a_stop_while_a_batch_is_handed_on_leaves_no_embedding_running(
     await asyncio.gather(reading, return_exceptions=True)
 
 
+async def test_a_stop_during_a_read_stores_what_was_read_so_nothing_is_embedded_twice(
+    tmp_path: Path, counting: CountingProvider
+) -> None:
+    """The stop's grace covers all the work in flight (chunks queued, being embedded, being
+    stored), not just the hand-off queue: after a stop mid-read and a restart, every chunk of
+    the file has been embedded exactly once."""
+    settings = make_settings(tmp_path, embed_cache_max_entries=0, read_block_bytes=4096, queue_max_chunks=8)
+    path = settings.conversations_dirs[0] / "p" / "long.jsonl"
+    write_transcript(path, seed=12, exchanges=120)
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        reading = asyncio.create_task(engine.submit(path))
+
+        def midway() -> bool:
+            job = engine.pipeline.job(str(path))
+            return job is not None and job.reading and job.acked >= 5 and job.emitted > job.acked
+
+        await until(midway)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    finally:
+        await engine.close()  # the stop: what was read lands within the grace
+    first = len(counting.texts)
+    record = Ledger(settings.state_dir)
+    record.open()
+    stopped = record.get(str(path))
+    record.close()
+    assert stopped is not None and stopped.status == "pending" and stopped.chunks == first
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        outcome = await ingest(engine, path)
+    finally:
+        await engine.close()
+    assert outcome.status == "done" and outcome.reused == 0
+    assert len(counting.texts) == outcome.chunks, "a chunk was embedded twice across the stop"
+    assert len(set(counting.texts)) == len(counting.texts)
+
+
 async def test_pending_file_shrunk_below_its_resume_point_is_rewritten(uncached: Engine) -> None:
     engine = uncached
     path = engine.settings.conversations_dirs[0] / "p" / "shrinks.jsonl"
     write_transcript(path, seed=31, exchanges=12)
     assert (await ingest(engine, path)).status == "done"
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None
     # As an interrupted first pass leaves it: pending, offset still 0, the resume point far in.
-    record.status, record.offset = "pending", 0
+    record.status, record.offset = Status.PENDING, 0
+    engine.ledger.begin(str(path), record)
     data = path.read_bytes()
     cut = data.rfind(b"\n", 0, record.resume_offset - 1) + 1
     assert record.head_len <= cut < record.resume_offset
     path.write_bytes(data[:cut])
     outcome = await ingest(engine, path)
     assert outcome.status == "done"
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.generation == 1 and record.offset == cut
     assert await _rows(engine, "conversations", path) == await _clean_rows(engine, "conversations", path)
 
@@ -284,13 +330,14 @@ async def test_markdown_resumed_mid_file_keeps_heading_and_fence_state(uncached:
     )
     assert inside, "the fence was not cut: make the code block longer"
     ordinal, offset = inside[0]  # the first section that starts inside the fence: a resume point
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None
     # As a pass interrupted there leaves it: later chunks not stored, the record pointing at it.
     await engine.store.delete_file("documents", str(path), record.generation, ordinal)
     record.status = "pending"
     record.resume_offset, record.resume_ordinal = offset, ordinal
     record.resume_line = data[:offset].count(b"\n") + 1
+    engine.ledger.begin(str(path), record)
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.embedded == outcome.chunks - ordinal
     resumed = await _rows(engine, "documents", path)

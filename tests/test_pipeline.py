@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CountingProvider, captured_logs, engine_with, ingest
+from conftest import CountingProvider, captured_logs, engine_with, ingest, stored_points
 from generators import ClaudeSession, codex_rollout, dump, markdown_document, simple_pdf, write_transcript
 from ingestd.engine import Engine
+from ingestd.ledger import Ledger, Status
 from ingestd.store import point_id
 
 
@@ -21,7 +22,7 @@ async def points_of(engine: Engine, kind: str, path: Path) -> dict[str, dict[str
 
 
 def conv(engine: Engine, *parts: str) -> Path:
-    return engine.settings.conversations_dirs[0].joinpath(*parts)
+    return engine.settings.watch.conversations_dirs[0].joinpath(*parts)
 
 
 async def test_transcript_ingested_and_searchable(engine: Engine) -> None:
@@ -93,7 +94,7 @@ async def test_incomplete_last_line_waits_for_its_newline(engine: Engine) -> Non
     with path.open("ab") as handle:
         handle.write(tail[:40])
     await ingest(engine, path)
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.offset == path.stat().st_size - 40
     assert all(
         "unfinished" not in str(p["text"]) for p in (await points_of(engine, "conversations", path)).values()
@@ -129,9 +130,9 @@ async def test_deletion_policies(engine: Engine) -> None:
     transcript.unlink()
     assert (await ingest(engine, doc)).reason == "purged"
     assert (await ingest(engine, transcript)).reason == "kept"
-    assert await engine.store.count_file("documents", str(doc)) == 0
-    assert await engine.store.count_file("conversations", str(transcript)) > 0
-    record = engine.state.get(str(transcript))
+    assert await stored_points(engine.store, "documents", str(doc)) == 0
+    assert await stored_points(engine.store, "conversations", str(transcript)) > 0
+    record = engine.ledger.get(str(transcript))
     assert record is not None and record.status == "deleted"
 
 
@@ -154,14 +155,15 @@ async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> N
     assert again.status == "unchanged" and len(counting.texts) == embedded
     # Lose the state's progress (as a kill before the flush would): nothing is re-embedded,
     # because stored chunks are verified against Qdrant first.
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None
-    record.status, record.resume_offset, record.resume_ordinal, record.resume_line = "pending", 0, 0, 1
+    record.status, record.resume_offset, record.resume_ordinal, record.resume_line = Status.PENDING, 0, 0, 1
+    engine.ledger.begin(str(path), record)
     redo = await ingest(engine, path)
     assert redo.status == "done" and redo.reused == outcome.chunks and redo.embedded == 0
     assert len(counting.texts) == embedded, "verified against Qdrant, not re-embedded"
     assert set(await points_of(engine, "conversations", path)) == ids
-    assert await engine.store.count_file("conversations", str(path)) == len(ids)
+    assert await stored_points(engine.store, "conversations", str(path)) == len(ids)
     assert ids == {point_id(str(path), 0, n) for n in range(outcome.chunks)}
     await engine.close()
 
@@ -247,7 +249,7 @@ async def test_embedding_failure_quarantines_then_retry(engine: Engine, counting
     counting.fail_next = 100
     outcome = await ingest(engine, path)
     assert outcome.status == "quarantined" and "injected" in (outcome.reason or "")
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "quarantined" and record.attempts == 1
     assert (await ingest(engine, path)).status == "unchanged", "quarantine holds until the file changes"
     status = await engine.status()
@@ -269,7 +271,7 @@ async def test_identical_text_is_embedded_once(engine: Engine, counting) -> None
     assert again.status == "done" and again.chunks == outcome.chunks
     assert len(counting.texts) == before, "every chunk of the copy came from the cache"
     assert engine.metrics.cache_hits._value.get() >= outcome.chunks
-    assert await engine.store.count_file("conversations", str(copy)) == outcome.chunks
+    assert await stored_points(engine.store, "conversations", str(copy)) == outcome.chunks
 
 
 async def test_codex_rollout_without_session_meta_falls_back_to_its_folder(engine: Engine) -> None:
@@ -283,7 +285,6 @@ async def test_codex_rollout_without_session_meta_falls_back_to_its_folder(engin
 
 async def test_non_utf8_file_name_rewrite_and_delete_leave_no_stale_points(engine: Engine) -> None:
     from ingestd.recovery import rebuild_state
-    from ingestd.state import StateStore
 
     raw = os.fsencode(engine.settings.documents_dirs[0]) + b"/caf\xe9.md"
     path = Path(os.fsdecode(raw))
@@ -292,8 +293,11 @@ async def test_non_utf8_file_name_rewrite_and_delete_leave_no_stale_points(engin
     rows = await engine.store.scroll_all("documents", ["path", "generation", "text"])
     shown = f"{engine.settings.documents_dirs[0]}/caf\\xe9.md"  # the byte kept as an escape
     assert [p["path"] for _, p in rows] == [shown]
-    rebuilt = StateStore(engine.settings.state_dir / "rebuilt")
-    assert await rebuild_state(engine.store, rebuilt) == 1 and list(rebuilt.files) == [str(path)]
+    rebuilt = Ledger(engine.settings.state_dir / "rebuilt")
+    rebuilt.open()
+    assert await rebuild_state(engine.store, rebuilt) == 1
+    assert [key for key, _ in rebuilt.records()] == [str(path)]
+    rebuilt.close()
 
     path.write_bytes(b"# Other\n\nCompletely different content now, about otters and more.\n")
     assert (await ingest(engine, path)).status == "done"
@@ -335,7 +339,7 @@ async def _check_metadata_redacted(engine: Engine) -> None:
         "Token [REDACTED:aws-access-key]",
     }
     for name in ("keys.md", "keys.html"):
-        record = engine.state.get(str(docs / name))
+        record = engine.ledger.get(str(docs / name))
         mine = [p for _, p in rows if p["path"] == str(docs / name)]
         assert record is not None and record.redactions >= len(mine) >= 1, "headings are counted"
         assert record.redactions == sum(int(p.get("redactions") or 0) for p in mine)
@@ -365,21 +369,21 @@ async def test_a_failed_completion_leaves_the_file_pending_and_says_why(
     doc = engine.settings.documents_dirs[0] / "notes.md"
     doc.write_text(markdown_document(6, 2))
 
-    async def refuse(_: object) -> None:
+    def refuse(*_: object) -> None:
         raise OSError("injected: state volume gone")
 
-    monkeypatch.setattr(engine.pipeline, "_record_done", refuse)
+    monkeypatch.setattr(engine.ledger, "done", refuse)
     with captured_logs("ERROR") as logs:
         outcome = await ingest(engine, doc, limit_s=60)
     assert outcome.status == "pending" and outcome.reason is not None
     assert "injected: state volume gone" in outcome.reason
     assert [(e["event"], e["path"]) for e in logs] == [("file.error", str(doc))]
-    record = engine.state.get(str(doc))
+    record = engine.ledger.get(str(doc))
     assert record is None or record.status != "done"
     monkeypatch.undo()
     outcome = await ingest(engine, doc, limit_s=60)
     assert outcome.status == "done"
-    assert await engine.store.count_file("documents", str(doc)) == outcome.chunks > 0
+    assert await stored_points(engine.store, "documents", str(doc)) == outcome.chunks > 0
 
 
 async def test_a_librarys_own_warnings_are_structured_lines_naming_the_file(
