@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from tokenizers import Tokenizer
 
-from generators import ClaudeSession, dump, paragraph
-from ingestd.chunker import Chunk, Packer, TokenCounter
+from generators import ClaudeSession, dump, paragraph, simple_pdf
+from ingestd.chunker import Chunk, Packer, Position, TokenCounter
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
 from ingestd.parsers.claude import RenderOptions
+from ingestd.parsers.documents import decoded_units, html_units, pdf_units
 from ingestd.parsers.transcripts import TranscriptParser
 from ingestd.parsers.units import Unit
 from ingestd.reader import read_lines
@@ -92,6 +93,59 @@ def test_a_prefix_chunks_like_the_whole_except_its_open_tail(tmp_path: Path, cou
         (c.ordinal, c.text) for c in whole[: len(prefix) - 1]
     ]
     assert whole[len(prefix) - 1].text.startswith(prefix[-1].text)
+
+
+def whole_file_inputs() -> list[tuple[str, bytes, list[Unit]]]:
+    rng = random.Random(7)
+    pages = [f"Page {n} of the tide report. " + paragraph(rng, 30) for n in range(6)]
+    pdf = simple_pdf(pages)
+    html = (
+        "<html><head><title>Tides</title></head><body>"
+        + "".join(f"<p>{paragraph(rng, 60)}</p>\n\n" for _ in range(12))
+        + "</body></html>"
+    ).encode()
+    utf16 = "\n\n".join(paragraph(rng, 60) for _ in range(12)).encode("utf-16")
+    return [
+        ("pdf", pdf, list(pdf_units(pdf))),
+        ("html", html, list(html_units(html))),
+        ("utf-16", utf16, list(decoded_units(utf16, "utf-16"))),
+    ]
+
+
+def pack(counter: TokenCounter, units: list[Unit], first_ordinal: int = 0) -> list[Chunk]:
+    packer = Packer(counter, 64, 8, markdown=False, first_ordinal=first_ordinal)
+    chunks = [chunk for unit in units for chunk in packer.feed(unit)]
+    tail = packer.flush()
+    return [*chunks, tail] if tail else chunks
+
+
+def test_whole_file_units_have_byte_offsets_and_resume_at_the_start(counter: TokenCounter) -> None:
+    """Issue 16: PDF pages and paragraph ordinals stood in for byte offsets, so a PDF's record
+    resumed at "offset 3, ordinal 5" while the read restarts at page 1: every chunk got another
+    ordinal and nothing stored could be verified. Now a whole-file chunk resumes at the file's
+    start, ordinal 0, and re-reading from there reproduces every chunk at its own ordinal."""
+    for name, data, units in whole_file_inputs():
+        assert len(units) > 2, name
+        assert all(u.whole_file and (u.start, u.end) == (0, len(data)) for u in units), name
+        chunks = pack(counter, units)
+        assert len(chunks) > 2, name
+        assert all((c.start, c.end) == (0, len(data)) for c in chunks), name
+        assert {(c.resume.offset, c.resume.ordinal, c.resume.line) for c in chunks} == {(0, 0, 1)}, name
+        for chunk in chunks:
+            resumed = pack(counter, units, chunk.resume.ordinal)
+            assert [(c.ordinal, c.text) for c in resumed] == [(c.ordinal, c.text) for c in chunks], name
+    pdf_chunks = pack(counter, whole_file_inputs()[0][2])
+    assert pdf_chunks[0].meta["page"] == 1 and pdf_chunks[-1].meta["page"] == 6, "pages are named"
+
+
+def test_line_units_resume_where_their_bytes_end(counter: TokenCounter) -> None:
+    units = [Unit(f"line {n} " + "word " * 20, 100 * n, 100 * n + 100, n + 1, n + 2) for n in range(8)]
+    chunks = pack(counter, units)
+    closed = chunks[:-1]
+    assert closed and all(c.resume == Position(c.end, c.ordinal + 1, c.end // 100 + 1) for c in closed), (
+        "a closed chunk resumes at the byte its last unit ends"
+    )
+    assert chunks[-1].resume == Position(chunks[-1].start, chunks[-1].ordinal, chunks[-1].start // 100 + 1)
 
 
 def test_reader_skips_overlong_lines_and_waits_for_newlines(tmp_path: Path) -> None:

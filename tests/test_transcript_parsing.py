@@ -354,6 +354,66 @@ def test_ignored_unknown_and_malformed_lines_are_counted() -> None:
     ]
 
 
+SECRET = "hunter2"
+
+
+@pytest.mark.parametrize(
+    ("line", "kind"),
+    [
+        (b'"my db password is hunter2"', "a string"),
+        (b'["my db password is hunter2"]', "an array"),
+        (b"42", "a number"),
+        (b"true", "a boolean"),
+        (b"null", "null"),
+    ],
+)
+def test_a_line_that_is_not_an_object_is_skipped_by_its_kind_alone(line: bytes, kind: str) -> None:
+    """A JSON string line used to become its own skip reason, logged in full (issue 16)."""
+    good = claude("user", "still here after the odd line", "u-2", "t")
+    units, parser = parse(SESSION_FILE, ROOT, [line, good])
+    assert [u.text for u in units] == ["still here after the odd line"]
+    assert [(issue.line, issue.reason) for issue in parser.issues] == [
+        (1, f"unexpected JSON shape: {kind}, not an object")
+    ]
+    assert parser.counts["malformed"] == 1
+
+
+def test_unknown_types_are_counted_without_free_text() -> None:
+    """The line counts are logged with the file's outcome: a type that is not a type name
+    (here a sentence holding a password) is counted, but not by its text."""
+    lines: list[Any] = [
+        {"type": "my db password is hunter2", "sessionId": SESSION, "message": {"content": "x"}},
+        {"type": "brand-new-type", "sessionId": SESSION},
+        {"timestamp": "t", "type": "my db password is hunter2", "payload": {"type": "x"}},
+        {"timestamp": "t", "type": "response_item", "payload": {"type": "hunter2 is the password"}},
+    ]
+    units, parser = parse(SESSION_FILE, ROOT, lines)
+    assert units == [] and parser.issues == []
+    assert parser.counts["unknown:(not a type name)"] == 3 and parser.counts["unknown:brand-new-type"] == 1
+    assert SECRET not in repr(parser.counts)
+
+
+async def test_secret_lines_reach_neither_the_logs_nor_the_store(
+    engine: Engine, counting: CountingProvider, events: Events
+) -> None:
+    lines: list[Any] = [
+        b'"my db password is hunter2"',
+        {"type": "my db password is hunter2", "sessionId": SESSION, "message": {"content": "x"}},
+        claude("user", "the build is green again", "u-1", "t"),
+    ]
+    path = write(engine.settings.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl", lines)
+    outcome = await ingest(engine, path)
+    assert outcome.status == "done" and outcome.chunks == 1
+    logged = events()
+    skipped = [e for e in logged if e["event"] == "line.skipped"]
+    assert [(e["path"], e["line"], e["reason"]) for e in skipped] == [
+        (str(path), 1, "unexpected JSON shape: a string, not an object")
+    ]
+    assert SECRET not in json.dumps(logged)
+    assert not any(SECRET in text for text in counting.texts)
+    assert SECRET not in json.dumps(await payloads(engine, path))
+
+
 # --- subagents -----------------------------------------------------------------------------
 def agent_lines(session_id: str, agent: str) -> list[dict[str, Any]]:
     common: dict[str, Any] = {"isSidechain": True, "agentId": agent}

@@ -1,5 +1,8 @@
 """VoyageProvider against a loopback Voyage API: caps, splits, retries, limits, auth, end to end.
 
+The provider makes one request per call and raises a signal; retries and splits are the retry
+policy's (ingestd.retry), so those tests drive the provider through it.
+
 Every request goes to 127.0.0.1 (tests/voyage_server.py); nothing leaves the machine.
 """
 
@@ -7,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import pytest
 
 from conftest import Events, ingest, make_settings
 from generators import dump, markdown_document, write_transcript
-from ingestd.embedding import EmbeddingError, build_provider
+from ingestd.embedding import build_provider
 from ingestd.embedding.voyage import (
     MAX_TEXTS,
     PROMPT_OVERHEAD,
@@ -27,11 +29,32 @@ from ingestd.embedding.voyage import (
     plan_batches,
 )
 from ingestd.engine import Engine
+from ingestd.errors import Fatal, GaveUp, Rejected, RetryLater
 from ingestd.pipeline import FileJob
+from ingestd.retry import Backoff, RetryPolicy
 from ingestd.settings import ConfigError, Settings, load_settings
 from voyage_server import Fault, VoyageServer, vector_for
 
 pytestmark = pytest.mark.timeout(60)
+ATTEMPTS = 3  # RETRY_MAX_ATTEMPTS in voyage_settings
+
+
+class Sleeps(list[float]):
+    """The policy's sleep: records each delay instead of waiting it out."""
+
+    async def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+
+
+def policy(attempts: int = ATTEMPTS, sleep: Any = None) -> RetryPolicy:
+    return RetryPolicy(attempts, Backoff(0.01, 0.05), sleep=sleep if sleep is not None else Sleeps())
+
+
+async def embed(
+    provider: VoyageProvider, texts: list[str], retry: RetryPolicy | None = None
+) -> list[list[float]]:
+    """As the embed stage does it: each planned request retried or split by the policy."""
+    return await (retry or policy()).run(provider.embed_documents, texts, plan=provider.plan_requests)
 
 
 @pytest.fixture
@@ -46,7 +69,7 @@ def voyage_settings(tmp: Path, server: VoyageServer, **overrides: Any) -> Settin
         "embedding_provider": "voyage",
         "voyage_api_key": server.api_key,
         "voyage_base_url": server.base_url,
-        "retry_max_attempts": 3,
+        "retry_max_attempts": ATTEMPTS,
         **overrides,
     }
     settings = make_settings(tmp, **values)
@@ -184,7 +207,7 @@ async def test_batches_stay_within_text_and_token_caps(tmp_path: Path, server: V
 async def test_token_400_halves_the_batch(voyage: VoyageProvider, server: VoyageServer) -> None:
     server.caps["voyage-3.5"] = 2500  # the server counts more than the client planned for
     texts = [words(1000, seed) for seed in range(16)]  # ~1008 server tokens each: two fit
-    vectors = await voyage.embed_documents(texts)
+    vectors = await embed(voyage, texts)
     assert len(vectors) == 16
     assert [len(r.texts) for r in server.requests] == [16, 8, 4, 2, 2, 4, 2, 2, 8, 4, 2, 2, 4, 2, 2]
     assert [len(r.texts) for r in server.ok] == [2] * 8
@@ -195,34 +218,33 @@ async def test_token_400_halves_the_batch(voyage: VoyageProvider, server: Voyage
 async def test_token_400_split_never_loops(voyage: VoyageProvider, server: VoyageServer) -> None:
     server.caps["voyage-3.5"] = 100
     texts = [words(300, seed) for seed in range(5)]  # each alone is over the cap
-    started = time.monotonic()
-    with pytest.raises(EmbeddingError) as caught:
-        await voyage.embed_documents(texts)
-    assert not caught.value.retryable and not caught.value.fatal
-    assert "single text" in str(caught.value)
+    with pytest.raises(GaveUp) as caught:
+        await embed(voyage, texts)
+    assert isinstance(caught.value.signal, Rejected) and "single text" in str(caught.value)
+    assert "too large" in str(caught.value)
     # Depth-first halving stops at the first single text that still fails: 5 → 2 → 1.
     assert [len(r.texts) for r in server.requests] == [5, 2, 1]
-    assert time.monotonic() - started < 10
 
 
 async def test_5xx_and_429_retried_with_backoff(tmp_path: Path, server: VoyageServer) -> None:
-    provider = VoyageProvider(voyage_settings(tmp_path, server, retry_max_attempts=4))
+    provider = VoyageProvider(voyage_settings(tmp_path, server))
     server.fail(500)
     server.fail(503, retry_after="1")
     server.fail(429)
-    started = time.monotonic()
+    slept = Sleeps()
     try:
-        assert len(await provider.embed_documents(["a", "b"])) == 2
+        assert len(await embed(provider, ["a", "b"], policy(4, slept))) == 2
     finally:
         await provider.close()
     assert [r.status for r in server.requests] == [500, 503, 429, 200]
     assert provider.requests == 4
-    assert 0.95 <= time.monotonic() - started < 10  # Retry-After: 1, else backoff of 0.01-0.05 s
+    assert len(slept) == 3 and 1.0 <= slept[1] <= 1.1, "Retry-After: 1 is waited out"
+    assert slept[0] <= 0.05 and slept[2] <= 0.05, "else the backoff's steps"
 
 
 async def test_retry_after_is_honoured_and_shared(voyage: VoyageProvider, server: VoyageServer) -> None:
     server.fail(429, retry_after="1")
-    first = asyncio.create_task(voyage.embed_query("first"))
+    first = asyncio.create_task(embed(voyage, ["first"], policy(sleep=asyncio.sleep)))
     await asyncio.wait_for(server.received.wait(), 10)
     await asyncio.sleep(0.05)  # the 429 is being handled: the limiter is paused
     second = asyncio.create_task(voyage.embed_query("second"))
@@ -234,22 +256,28 @@ async def test_retry_after_is_honoured_and_shared(voyage: VoyageProvider, server
     assert all(r.at - refused.at < 10 for r in later)
 
 
-async def test_persistent_failure_gives_up_after_max_attempts(
+async def test_one_call_is_one_request_and_a_failing_batch_costs_max_attempts(
     voyage: VoyageProvider, server: VoyageServer
 ) -> None:
+    """Issue 16: the provider retried inside the pipeline's retries (up to 25 requests per
+    batch). Alone it now makes one request; through the policy, RETRY_MAX_ATTEMPTS in all."""
     server.always = Fault(503)
-    with pytest.raises(EmbeddingError) as caught:
+    with pytest.raises(RetryLater, match="HTTP 503"):
         await voyage.embed_documents(["doomed"])
-    assert caught.value.retryable and not caught.value.fatal
-    assert "after 3 attempts" in str(caught.value)
-    assert len(server.requests) == 3
+    assert len(server.requests) == 1
+    server.requests.clear()
+    with pytest.raises(GaveUp) as caught:
+        await embed(voyage, ["doomed"])
+    assert isinstance(caught.value.signal, RetryLater) and caught.value.attempts == ATTEMPTS
+    assert f"after {ATTEMPTS} attempts" in str(caught.value)
+    assert len(server.requests) == ATTEMPTS
 
 
 async def test_other_400_is_not_retried(voyage: VoyageProvider, server: VoyageServer) -> None:
     server.fail(400, detail="Value 'x' is not a valid input_type.")
-    with pytest.raises(EmbeddingError) as caught:
-        await voyage.embed_documents(["text"])
-    assert not caught.value.retryable and len(server.requests) == 1
+    with pytest.raises(GaveUp) as caught:
+        await embed(voyage, ["text"])
+    assert isinstance(caught.value.signal, Rejected) and len(server.requests) == 1
 
 
 @pytest.mark.parametrize("status", [401, 403])
@@ -262,9 +290,8 @@ async def test_auth_failure_is_fatal_and_stops_calling(
         server.fail(403, detail="Forbidden")
     try:
         for _ in range(3):
-            with pytest.raises(EmbeddingError) as caught:
-                await provider.embed_documents(["text"])
-            assert caught.value.fatal and not caught.value.retryable
+            with pytest.raises(Fatal) as caught:
+                await embed(provider, ["text"])
             assert "VOYAGE_API_KEY" in str(caught.value) and key not in str(caught.value)
         assert len(server.requests) == 1, "after the refusal, Voyage is not called again"
     finally:
@@ -299,12 +326,13 @@ async def test_limiter_sliding_minute() -> None:
     assert clock.now == 200.0
     await limiter.acquire(500)  # 1000 booked: waits for the window to pass
     assert clock.now == 260.0
-    assert limiter.booked == (1, 500)
+    await limiter.acquire(500)  # the older bookings have aged out: 500 more fit at once
+    assert clock.now == 260.0
     limiter.pause(5)
-    await limiter.acquire(1)
+    await limiter.acquire(0)
     assert clock.now == 265.0
     await limiter.acquire(5000)  # bigger than a minute's budget: waits for an empty window
-    assert clock.now == 325.0
+    assert clock.now == 320.0
 
 
 async def test_limiter_is_shared_by_concurrent_callers(voyage: VoyageProvider, server: VoyageServer) -> None:
@@ -313,7 +341,7 @@ async def test_limiter_is_shared_by_concurrent_callers(voyage: VoyageProvider, s
     at = sorted(r.at for r in server.requests)
     assert len(at) == 5
     assert at[2] - at[0] >= 0.45 and at[4] - at[2] >= 0.45, "two per window, however many callers"
-    assert voyage.limiter.booked[1] <= sum(r.tokens for r in server.requests), "booked what Voyage counted"
+    assert voyage.tokens_used == sum(r.tokens for r in server.requests), "booked what Voyage counted"
 
 
 # --- through the pipeline ---------------------------------------------------------------------
@@ -386,8 +414,8 @@ async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, s
     server.always = Fault(500)
     outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "quarantined" and "HTTP 500" in (outcome.reason or "")
-    # RETRY_MAX_ATTEMPTS=2 in the provider, times 2 passes in the pipeline: deterministic.
-    assert len(server.requests) == 4
+    # RETRY_MAX_ATTEMPTS=2 requests in all: the provider no longer retries inside the policy.
+    assert len(server.requests) == 2
     record = engine.state.get(str(path))
     assert record is not None and record.status == "quarantined"
     server.always = None
@@ -401,12 +429,12 @@ async def test_rate_limited_file_recovers(
     engine = voyage_engine
     path = engine.settings.conversations_dirs[0] / "p" / "r.jsonl"
     write_transcript(path, seed=4, exchanges=1)
-    server.fail(429, times=3)  # two in the provider, then the pipeline retries the file
+    server.fail(429)  # RETRY_MAX_ATTEMPTS=2: one refusal, then the retry
     outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "done"
-    assert [r.status for r in server.requests] == [429, 429, 429, 200]
-    retries = [e for e in events() if e["event"] == "voyage.retry"]
-    assert retries and all(e["path"] == str(path) for e in retries), "the provider's retries name the file"
+    assert [r.status for r in server.requests] == [429, 200]
+    retries = [e for e in events() if e["event"] == "embed.retry"]
+    assert len(retries) == 1 and retries[0]["path"] == str(path), "the retry names the file"
 
 
 async def test_bad_key_halts_embedding_and_degrades_health(
@@ -427,7 +455,7 @@ async def test_bad_key_halts_embedding_and_degrades_health(
         job = await engine.submit(path)
         assert isinstance(job, FileJob)
         for _ in range(200):
-            if engine.pipeline.halted:
+            if engine.pipeline.status().embedding_halted:
                 break
             await asyncio.sleep(0.02)
         await asyncio.sleep(0.3)  # the pipeline keeps probing; the provider answers locally

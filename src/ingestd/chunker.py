@@ -31,19 +31,28 @@ MAX_LIST = 50  # per-chunk metadata lists (uuids, files) are capped to keep payl
 
 @dataclass(slots=True)
 class Position:
-    """Where to restart reading if every chunk up to a given one is stored."""
+    """Where to restart reading if every chunk up to a given one is stored.
 
-    offset: int
-    ordinal: int
+    For a format parsed as a whole that is always the file's start, at ordinal 0: its units
+    have no byte offsets to resume from, so a resumed read parses the file again and the
+    chunks Qdrant already holds are verified, not embedded again.
+    """
+
+    offset: int  # bytes
+    ordinal: int  # of the first chunk the restarted read produces
     line: int
+
+
+def _file_start() -> Position:
+    return Position(0, 0, 1)
 
 
 @dataclass(slots=True)
 class Chunk:
     text: str
     ordinal: int
-    start: int
-    end: int
+    start: int  # byte offset of its first unit (for a whole-file format, of the file: 0)
+    end: int  # byte offset just past its last unit (for a whole-file format, the file's size)
     tokens: int
     resume: Position
     meta: dict[str, Any] = field(default_factory=dict)
@@ -112,13 +121,17 @@ class Packer:
         if not self.open:
             return None
         first = self.open[0]
-        chunk = self._make(Position(first.start, self.ordinal, first.line))
+        chunk = self._make(
+            _file_start() if first.whole_file else Position(first.start, self.ordinal, first.line)
+        )
         self.open, self.open_tokens = [], 0
         return chunk
 
     def _close_open(self) -> list[Chunk]:
         last = self.open[-1]
-        chunk = self._make(Position(last.end, self.ordinal + 1, last.next_line))
+        chunk = self._make(
+            _file_start() if last.whole_file else Position(last.end, self.ordinal + 1, last.next_line)
+        )
         self.ordinal += 1
         self.open, self.open_tokens = [], 0
         return [chunk]
@@ -148,11 +161,12 @@ class Packer:
         chunks = []
         for index, (piece, tokens) in enumerate(pieces):
             last = index == len(pieces) - 1
-            resume = (
-                Position(unit.end, self.ordinal + 1, unit.next_line)
-                if last
-                else Position(unit.start, first_ordinal, unit.line)
-            )
+            if unit.whole_file:
+                resume = _file_start()
+            elif last:
+                resume = Position(unit.end, self.ordinal + 1, unit.next_line)
+            else:
+                resume = Position(unit.start, first_ordinal, unit.line)
             text = label + piece
             meta = unit.meta | {"role": unit.label}
             if meta.get("redactions"):  # a piece counts only the placeholders it (and its metadata) holds

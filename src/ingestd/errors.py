@@ -36,7 +36,10 @@ class StageCrashed(IngestdError):
 
 
 class EmbeddingSignal(IngestdError):
-    """A provider's verdict on one batch; the retry policy decides what happens next."""
+    """A provider's verdict on one batch; the retry policy decides what happens next.
+
+    Raised bare (no subclass), it is treated as transient, as an unclassified failure always was.
+    """
 
 
 class RetryLater(EmbeddingSignal):
@@ -58,6 +61,16 @@ class TooLarge(EmbeddingSignal):
 
 class Rejected(EmbeddingSignal):
     """This batch's content is refused for good (a bad input); retrying cannot help."""
+
+
+class GaveUp(IngestdError):
+    """The retry policy stopped trying a batch: `signal` is the last verdict, after `attempts`
+    calls. The batch's file is quarantined; nothing else is halted."""
+
+    def __init__(self, signal: EmbeddingSignal, attempts: int) -> None:
+        super().__init__(f"{signal} (after {attempts} attempt{'s' if attempts != 1 else ''})")
+        self.signal = signal
+        self.attempts = attempts
 
 
 class LedgerUnwritable(IngestdError):

@@ -2,7 +2,8 @@
 
 The pipeline only ever sees this: texts in, vectors out, a tokenizer to size chunks with, and a
 fingerprint that names exactly which model made the vectors (so that two models' vectors never
-share a collection).
+share a collection). A provider makes one attempt per call and raises an `EmbeddingSignal`
+(`ingestd.errors`) when it fails; retrying is `ingestd.retry`'s alone.
 """
 
 from __future__ import annotations
@@ -11,19 +12,10 @@ import re
 from abc import ABC, abstractmethod
 
 from ingestd.chunker import TokenCounter
+from ingestd.errors import EmbeddingSignal
 
-
-class EmbeddingError(Exception):
-    """The provider failed on a batch; `retryable` says whether trying again can help.
-
-    `fatal` means no batch can succeed (the credentials were refused): the pipeline halts all
-    embedding rather than quarantining file after file.
-    """
-
-    def __init__(self, message: str, retryable: bool = True, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.retryable = retryable and not fatal
-        self.fatal = fatal
+# The old name of a provider's failure, for importers not yet moved to ingestd.errors.
+EmbeddingError = EmbeddingSignal
 
 
 class EmbeddingProvider(ABC):
@@ -58,6 +50,11 @@ class EmbeddingProvider(ABC):
 
     @abstractmethod
     async def embed_query(self, text: str) -> list[float]: ...
+
+    def plan_requests(self, texts: list[str]) -> list[range]:
+        """How `embed_documents` divides these texts into requests, each one attempt: the retry
+        policy retries a failed request alone. A local model makes one call per batch."""
+        return [range(len(texts))]
 
     async def unload(self) -> None:
         """Release the model's memory; the next call loads it again."""

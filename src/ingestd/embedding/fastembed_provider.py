@@ -20,8 +20,9 @@ from typing import Any
 from tokenizers import Tokenizer
 
 from ingestd.chunker import TokenCounter
-from ingestd.embedding.base import EmbeddingError, EmbeddingProvider
+from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.model_files import ModelLocation, resolve_model
+from ingestd.errors import RetryLater, TooLarge
 from ingestd.settings import Settings
 from ingestd.system import available_cpus, release_memory
 
@@ -117,10 +118,10 @@ class FastEmbedProvider(EmbeddingProvider):
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._embed_sync, texts)
-        except MemoryError as exc:
-            raise EmbeddingError(f"out of memory embedding {len(texts)} texts") from exc
-        except Exception as exc:
-            raise EmbeddingError(f"{type(exc).__name__}: {exc}") from exc
+        except MemoryError as exc:  # a smaller batch needs less: the policy halves it
+            raise TooLarge(f"out of memory embedding {len(texts)} texts") from exc
+        except Exception as exc:  # unclassified, as it always was: worth another try
+            raise RetryLater(f"{type(exc).__name__}: {exc}") from exc
 
     async def embed_query(self, text: str) -> list[float]:
         return (await self.embed_documents([text]))[0]

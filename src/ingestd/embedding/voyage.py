@@ -10,9 +10,9 @@ fudge factor; the price is requests about four times smaller than the cap allows
 (still >100 chunks per request), which costs nothing measurable. A chars/3 or WordPiece x margin
 estimate would fill requests better but can undercount base64, hex, emoji and CJK several-fold.
 If Voyage still answers 400 for too many tokens (text that Unicode normalisation expands), the
-batch is halved and retried, down to one text, which then fails the file: the recursion shrinks
-on every step and cannot loop. A single text larger than the request budget is clipped to it;
-Voyage would truncate it to the model's context anyway (`truncation=True` stays on).
+retry policy halves the request, down to one text, which then fails the file. A single text
+larger than the request budget is clipped to it; Voyage would truncate it to the model's
+context anyway (`truncation=True` stays on).
 
 Chunks are cut with the offline all-MiniLM-L6-v2 WordPiece tokenizer (`counter`). A Voyage
 context is 32k tokens (16k or 4k for older models), and settings keep CHUNK_MAX_TOKENS at most
@@ -28,13 +28,14 @@ models (voyage-3-large, voyage-code-3, voyage-4-large; voyage-3.5 allows 8M TPM,
 16M). An account without a payment method gets 3 RPM and 10K TPM: set VOYAGE_RPM=3 and
 VOYAGE_TPM=10000. A request never asks for more than VOYAGE_TPM tokens.
 
-Faults. The client's own retries are off (`max_retries=0`) so that the counts are ours: 429, 5xx,
-timeouts and connection errors are retried up to RETRY_MAX_ATTEMPTS times per request with
-exponential backoff and jitter, waiting out `Retry-After` when the server sends one (a 429 also
-pauses the shared limiter). Then a retryable `EmbeddingError` goes to the pipeline, which retries
-the file and finally quarantines it. 401/403 (and 404: VOYAGE_BASE_URL is not Voyage) raise a
-fatal error; the provider then refuses all further work without calling Voyage, since a key
-only changes with a restart.
+Faults. Each request is one attempt: the client's own retries are off (`max_retries=0`), and a
+failure is raised as a signal for the one retry policy (`ingestd.retry`) to act on. 429, 5xx,
+timeouts and connection errors are `RetryLater`, carrying `Retry-After` when the server sends
+one (a 429 also pauses the shared limiter, so no other caller goes meanwhile); a request Voyage
+finds too large is `TooLarge` (the policy halves it); another 4xx is `Rejected`. 401/403 (and
+404: VOYAGE_BASE_URL is not Voyage) are `Fatal`; the provider then refuses all further work
+without calling Voyage, since a key only changes with a restart. `plan_requests` tells the
+policy how a batch goes out, so that a failed request is retried alone.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ import asyncio
 import contextlib
 import email.utils
 import math
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,8 +54,9 @@ from typing import TYPE_CHECKING, Any
 from tokenizers import Tokenizer
 
 from ingestd.chunker import TokenCounter
-from ingestd.embedding.base import EmbeddingError, EmbeddingProvider
+from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.model_files import PYPI_DIR_NAME, ModelUnavailable, package_dir
+from ingestd.errors import EmbeddingSignal, Fatal, Rejected, RetryLater, TooLarge
 from ingestd.logs import get_logger, mask
 
 if TYPE_CHECKING:
@@ -248,24 +249,6 @@ class RateLimiter:
         """Hold every request back (a 429 said so)."""
         self._not_before = max(self._not_before, self._clock() + seconds)
 
-    @property
-    def booked(self) -> tuple[int, int]:
-        """Requests and tokens in the current window."""
-        self._prune(self._clock())
-        return len(self._bookings), self._tokens
-
-
-class _TooLarge(Exception):
-    """Voyage refused the request as too big (tokens or texts): halve it."""
-
-
-@dataclass(slots=True)
-class _Failure:
-    kind: str  # "fatal", "too_large", "invalid" or "transient"
-    message: str
-    status: int | None = None
-    retry_after: float | None = None
-
 
 class VoyageProvider(EmbeddingProvider):
     name = "voyage"
@@ -280,14 +263,13 @@ class VoyageProvider(EmbeddingProvider):
         self.spec = spec
         self._dimension = settings.voyage_output_dimension or spec.dimensions[0]
         self.budget = min(spec.batch_tokens, settings.voyage_tpm)
-        self.max_attempts = settings.retry_max_attempts
         self.limiter = RateLimiter(settings.voyage_rpm, settings.voyage_tpm)
         self._tokenizer_file = _tokenizer_file(settings)
         self._counter: TokenCounter | None = None
         self._client: Any = None
         self._session: aiohttp.ClientSession | None = None
         self._refused: str | None = None  # set once the credentials are refused
-        self.requests = 0  # HTTP attempts, for tests and logs
+        self.requests = 0  # HTTP requests made, for tests and logs
         self.tokens_used = 0  # as reported by Voyage
 
     # --- identity ------------------------------------------------------------------------
@@ -316,107 +298,59 @@ class VoyageProvider(EmbeddingProvider):
     async def embed_query(self, text: str) -> list[float]:
         return (await self._embed([text], "query"))[0]
 
+    def plan_requests(self, texts: list[str]) -> list[range]:
+        """The requests `embed_documents` would send these texts in (same caps, same bound)."""
+        return plan_batches([estimate_tokens(self._clip(text, quiet=True)) for text in texts], self.budget)
+
     async def _embed(self, texts: list[str], input_type: str) -> list[list[float]]:
         if not texts:
             return []
         if self._refused is not None:
-            raise EmbeddingError(self._refused, retryable=False, fatal=True)
+            raise Fatal(self._refused)
         sent = [self._clip(text) for text in texts]
         estimates = [estimate_tokens(text) for text in sent]
         vectors: list[list[float]] = []
         for run in plan_batches(estimates, self.budget):
-            vectors.extend(
-                await self._send(sent[run.start : run.stop], estimates[run.start : run.stop], input_type)
-            )
+            estimate = sum(estimates[run.start : run.stop])
+            vectors.extend(await self._request_once(sent[run.start : run.stop], estimate, input_type))
         return vectors
 
-    def _clip(self, text: str) -> str:
+    def _clip(self, text: str, quiet: bool = False) -> str:
         """Cut a text to the request budget; Voyage would truncate it to its context anyway."""
         limit = self.budget - PROMPT_OVERHEAD
         data = text.encode("utf-8")
         if len(data) <= limit:
             return text
-        log.warning("voyage.clipped", bytes=len(data), kept=limit, outcome="clipped")
+        if not quiet:
+            log.warning("voyage.clipped", bytes=len(data), kept=limit, outcome="clipped")
         return data[:limit].decode("utf-8", "ignore")
 
-    async def _send(self, texts: list[str], estimates: list[int], input_type: str) -> list[list[float]]:
-        """One planned request; halved while Voyage says it is too large (depth <= log2 n)."""
+    async def _request_once(self, texts: list[str], estimate: int, input_type: str) -> list[list[float]]:
+        """One HTTP request, paced by the shared limiter; a failure is raised as its signal."""
+        booking = await self.limiter.acquire(estimate)
+        self.requests += 1
         try:
-            return await self._request_with_retries(texts, sum(estimates), input_type)
-        except _TooLarge as exc:
-            if len(texts) == 1:
-                raise EmbeddingError(
-                    f"Voyage refused a single text as too large: {exc}", retryable=False
-                ) from exc
-            half = len(texts) // 2
-            log.warning(
-                "voyage.split",
-                texts=len(texts),
-                estimate=sum(estimates),
-                reason=str(exc),
-                outcome="split",
-            )
-            first = await self._send(texts[:half], estimates[:half], input_type)
-            return first + await self._send(texts[half:], estimates[half:], input_type)
-
-    async def _request_with_retries(
-        self, texts: list[str], estimate: int, input_type: str
-    ) -> list[list[float]]:
-        attempt = 0
-        while True:
-            attempt += 1
-            booking = await self.limiter.acquire(estimate)
-            self.requests += 1
-            try:
-                result = await self._request(texts, input_type)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failure = _classify(exc)
-            else:
-                total = int(getattr(result, "total_tokens", 0) or 0)
-                self.limiter.settle(booking, total)
-                self.tokens_used += total
-                return self._vectors(result, len(texts))
-            if failure.kind == "fatal":
-                self._refused = failure.message
-                raise EmbeddingError(failure.message, retryable=False, fatal=True)
-            if failure.kind == "too_large":
-                raise _TooLarge(failure.message)
-            if failure.kind == "invalid":
-                raise EmbeddingError(failure.message, retryable=False)
-            if failure.status == 429 and failure.retry_after is not None:
-                self.limiter.pause(failure.retry_after)
-            if attempt >= self.max_attempts:
-                raise EmbeddingError(f"{failure.message} (after {attempt} attempts)", retryable=True)
-            delay = self._delay(attempt, failure.retry_after)
-            log.warning(
-                "voyage.retry",
-                status=failure.status,
-                attempt=attempt,
-                delay_s=round(delay, 2),
-                error=failure.message,
-                outcome="retrying",
-            )
-            await asyncio.sleep(delay)
-
-    def _delay(self, attempt: int, retry_after: float | None) -> float:
-        """Retry-After when given (plus a little jitter), else capped exponential with jitter."""
-        if retry_after is not None:
-            return retry_after + random.uniform(0, min(1.0, 0.1 * retry_after))
-        ceiling = min(
-            self.settings.retry_backoff_max_seconds, self.settings.retry_backoff_seconds * 2 ** (attempt - 1)
-        )
-        return random.uniform(ceiling / 2, ceiling)
+            result = await self._request(texts, input_type)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            signal = _classify(exc)
+            if isinstance(signal, Fatal):
+                self._refused = str(signal)
+            elif isinstance(signal, RetryLater) and signal.retry_after is not None and _status(exc) == 429:
+                self.limiter.pause(signal.retry_after)
+            raise signal from exc
+        total = int(getattr(result, "total_tokens", 0) or 0)
+        self.limiter.settle(booking, total)
+        self.tokens_used += total
+        return self._vectors(result, len(texts))
 
     def _vectors(self, result: Any, expected: int) -> list[list[float]]:
         embeddings = list(result.embeddings)
         if len(embeddings) != expected:
-            raise EmbeddingError(f"Voyage returned {len(embeddings)} vectors for {expected} texts")
+            raise RetryLater(f"Voyage returned {len(embeddings)} vectors for {expected} texts")
         if any(len(vector) != self._dimension for vector in embeddings):
-            raise EmbeddingError(
-                f"Voyage returned vectors of another dimension than {self._dimension}", retryable=False
-            )
+            raise Rejected(f"Voyage returned vectors of another dimension than {self._dimension}")
         return [[float(x) for x in vector] for vector in embeddings]
 
     async def _request(self, texts: list[str], input_type: str) -> Any:
@@ -470,32 +404,32 @@ def _tokenizer_file(settings: Settings) -> Path:
     )
 
 
-def _classify(exc: BaseException) -> _Failure:
-    """What a failed request means for us; messages are masked and never carry the key."""
+def _status(exc: BaseException) -> int | None:
+    status = getattr(exc, "http_status", None)
+    return status if isinstance(status, int) else None
+
+
+def _classify(exc: BaseException) -> EmbeddingSignal:
+    """What a failed request means for the retry policy; messages are masked, never the key."""
     from voyageai import error as verror
 
-    status = getattr(exc, "http_status", None)
-    status = status if isinstance(status, int) else None
+    status = _status(exc)
     detail = getattr(exc, "user_message", None) if isinstance(exc, verror.VoyageError) else None
     text = mask(str(detail or exc))[:300]
     if isinstance(exc, verror.AuthenticationError) or status in (401, 403):
-        return _Failure(
-            "fatal",
+        return Fatal(
             f"Voyage refused the API key (HTTP {status or 401}): check VOYAGE_API_KEY; "
-            "Voyage embedding is stopped until ingestd restarts",
-            status,
+            "Voyage embedding is stopped until ingestd restarts"
         )
     if status == 404:
-        return _Failure(
-            "fatal", "Voyage answered 404 Not Found: check VOYAGE_BASE_URL (it should end in /v1)", status
-        )
+        return Fatal("Voyage answered 404 Not Found: check VOYAGE_BASE_URL (it should end in /v1)")
     if status in (400, 413):
         lowered = text.lower()
         if status == 413 or ("token" in lowered and "batch" in lowered) or "batch size" in lowered:
-            return _Failure("too_large", f"HTTP {status}: {text}", status)
-        return _Failure("invalid", f"Voyage rejected the request (HTTP {status}): {text}", status)
+            return TooLarge(f"Voyage refused the request as too large (HTTP {status}): {text}")
+        return Rejected(f"Voyage rejected the request (HTTP {status}): {text}")
     if status is not None and 400 <= status < 500 and status != 429:
-        return _Failure("invalid", f"Voyage rejected the request (HTTP {status}): {text}", status)
+        return Rejected(f"Voyage rejected the request (HTTP {status}): {text}")
     retry_after = None
     headers = getattr(exc, "headers", None)
     if headers is not None and hasattr(headers, "get"):
@@ -503,4 +437,4 @@ def _classify(exc: BaseException) -> _Failure:
     if status is None and isinstance(exc, verror.Timeout | asyncio.TimeoutError):
         text = "request timed out"
     label = f"HTTP {status}" if status is not None else type(exc).__name__
-    return _Failure("transient", f"Voyage request failed ({label}): {text}", status, retry_after)
+    return RetryLater(f"Voyage request failed ({label}): {text}", retry_after)

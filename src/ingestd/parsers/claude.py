@@ -9,6 +9,7 @@ placeholder: base64 carries no meaning for a text embedding model).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ _IGNORED_TYPES = frozenset(
 )
 CLAUDE_TYPES = _IGNORED_TYPES | {"user", "assistant", "summary"}
 _FILE_KEYS = ("file_path", "notebook_path", "path")
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,39}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +72,7 @@ def render_claude(obj: dict[str, Any], options: RenderOptions) -> Rendered | str
     if kind in _IGNORED_TYPES:
         return f"ignored:{kind}"
     if kind not in ("user", "assistant"):
-        return f"unknown:{kind}"
+        return unknown_type(kind)
     if obj.get("isMeta"):
         return "ignored:meta"
     message = obj.get("message")
@@ -136,6 +138,15 @@ def _render_block(block: dict[str, Any], options: RenderOptions, tools: list[str
         media = source.get("media_type", "unknown") if isinstance(source, dict) else "unknown"
         return f"[image {media}]"
     return ""
+
+
+def unknown_type(kind: Any) -> str:
+    """The count label of a line type no parser knows. The counts are logged, so the type is
+    named only if it looks like a type name (a new release's "brand-new-type"): a line's type
+    field can hold any text, a secret included."""
+    if kind is None or (isinstance(kind, str) and _TYPE_NAME.fullmatch(kind)):
+        return f"unknown:{kind}"
+    return "unknown:(not a type name)"
 
 
 def compact_json(value: Any, limit: int) -> str:

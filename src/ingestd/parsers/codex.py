@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ingestd.parsers.claude import Rendered, RenderOptions, cap, compact_json
+from ingestd.parsers.claude import Rendered, RenderOptions, cap, compact_json, unknown_type
 
 _IGNORED_TYPES = frozenset({"event_msg", "turn_context", "world_state", "inter_agent_communication_metadata"})
 _IGNORED_ITEMS = frozenset({"ghost_snapshot", "image_generation_call", "web_search_call"})
@@ -25,7 +25,7 @@ def render_codex(obj: dict[str, Any], options: RenderOptions) -> Rendered | str:
     if "payload" not in obj:  # legacy rollout: the line is the item itself
         kind, payload = "response_item", obj
     if not isinstance(payload, dict):
-        return f"unknown:{kind}"
+        return unknown_type(kind)
     timestamp = obj.get("timestamp")
     if kind == "session_meta":
         return "ignored:session_meta"
@@ -37,7 +37,7 @@ def render_codex(obj: dict[str, Any], options: RenderOptions) -> Rendered | str:
     if kind in _IGNORED_TYPES:
         return f"ignored:{kind}"
     if kind != "response_item":
-        return f"unknown:{kind}"
+        return unknown_type(kind)
     return _render_item(payload, timestamp, options)
 
 
@@ -72,7 +72,7 @@ def _render_item(item: dict[str, Any], timestamp: Any, options: RenderOptions) -
         )
     if kind in _IGNORED_ITEMS:
         return f"ignored:{kind}"
-    return f"unknown:{kind}"
+    return unknown_type(kind)
 
 
 def _texts(content: Any) -> list[str]:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from ingestd.errors import DocumentError as DocumentError  # raised here, caught by the reader
 from ingestd.parsers.units import Unit
 from ingestd.reader import Line
 
@@ -93,10 +94,6 @@ SECTION_HARD_BYTES = 32 * 1024
 _HEADING = re.compile(r"^(#{1,6})\s+(.*\S)\s*$")
 _FENCE = re.compile(r"^\s*(```|~~~)")
 _BINARY_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"PK\x03\x04", b"\x7fELF", b"%PDF")
-
-
-class DocumentError(Exception):
-    """The file cannot be turned into text; the message is the reason shown to the user."""
 
 
 def is_supported(path: Path) -> bool:
@@ -211,7 +208,7 @@ class SectionBuilder:
 
 
 def pdf_units(data: bytes) -> Iterator[Unit]:
-    """One unit per page; page numbers stand in for byte offsets (the file is not seekable)."""
+    """One unit per page, numbered in `meta["page"]`; a page has no byte range of its own."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -223,22 +220,16 @@ def pdf_units(data: bytes) -> Iterator[Unit]:
         for number, page in enumerate(pages):
             text = (page.extract_text() or "").strip()
             if text:
-                yield Unit(
-                    text=text,
-                    start=number,
-                    end=number + 1,
-                    line=number + 1,
-                    next_line=number + 2,
-                    meta={"page": number + 1},
-                )
+                yield Unit(text=text, start=0, end=len(data), whole_file=True, meta={"page": number + 1})
     except DocumentError:
         raise
+    # The exception's type only: pypdf's messages quote the bytes it choked on, file content.
     except (PdfReadError, ValueError, KeyError, TypeError, AttributeError, RecursionError, OSError) as exc:
-        raise DocumentError(f"corrupt PDF: {type(exc).__name__}: {str(exc)[:120]}") from None
+        raise DocumentError(f"corrupt PDF ({type(exc).__name__})") from None
     except Exception as exc:
         if "cryptography" in str(exc) or "AES" in str(exc):
             raise DocumentError("encrypted PDF (AES, cannot be decrypted)") from None
-        raise DocumentError(f"unreadable PDF: {type(exc).__name__}: {str(exc)[:120]}") from None
+        raise DocumentError(f"unreadable PDF ({type(exc).__name__})") from None
 
 
 def html_units(data: bytes) -> Iterator[Unit]:
@@ -249,7 +240,7 @@ def html_units(data: bytes) -> Iterator[Unit]:
         tag.decompose()
     title = soup.title.get_text(strip=True) if soup.title else None
     text = re.sub(r"\n\s*\n+", "\n\n", soup.get_text("\n")).strip()
-    yield from _paragraph_units(text, {"heading": title} if title else {})
+    yield from _paragraph_units(text, len(data), {"heading": title} if title else {})
 
 
 def decoded_units(data: bytes, encoding: str) -> Iterator[Unit]:
@@ -258,27 +249,19 @@ def decoded_units(data: bytes, encoding: str) -> Iterator[Unit]:
         text = data.decode(encoding)
     except UnicodeDecodeError as exc:
         raise DocumentError(f"not valid {encoding.upper()} (byte {exc.start})") from None
-    yield from _paragraph_units(text.lstrip("\ufeff"), {})
+    yield from _paragraph_units(text.lstrip("\ufeff"), len(data), {})
 
 
-def _paragraph_units(text: str, meta: dict[str, object]) -> Iterator[Unit]:
-    """Sections of a whole-file text; ordinals of sections stand in for byte offsets."""
+def _paragraph_units(text: str, file_bytes: int, meta: dict[str, object]) -> Iterator[Unit]:
+    """Sections of a whole-file text (decoded or extracted, so no section has a byte range)."""
     buffer: list[str] = []
     size = 0
-    index = 0
     for paragraph in text.split("\n\n"):
         buffer.append(paragraph)
         size += len(paragraph)
         if size >= SECTION_SOFT_BYTES:
-            yield Unit(
-                text="\n\n".join(buffer).strip(),
-                start=index,
-                end=index + 1,
-                line=index + 1,
-                next_line=index + 2,
-                meta=meta,
-            )
-            buffer, size, index = [], 0, index + 1
+            yield Unit("\n\n".join(buffer).strip(), 0, file_bytes, whole_file=True, meta=meta)
+            buffer, size = [], 0
     rest = "\n\n".join(buffer).strip()
     if rest:
-        yield Unit(text=rest, start=index, end=index + 1, line=index + 1, next_line=index + 2, meta=meta)
+        yield Unit(rest, 0, file_bytes, whole_file=True, meta=meta)

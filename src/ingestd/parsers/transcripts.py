@@ -3,6 +3,8 @@
 A bad line never stops a file: invalid JSON, JSON of an unexpected shape, nesting too deep to
 parse, or a line over the length cap is recorded with its line number and skipped. Unknown line
 types are counted, so a new Claude Code release shows up in the logs rather than as lost text.
+A skip reason names the kind of problem only, never text of the line: it is logged, and a line
+can hold anything (a JSON string line is often a pasted secret).
 """
 
 from __future__ import annotations
@@ -14,7 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingestd.parsers.claude import CLAUDE_TYPES, Rendered, RenderOptions, is_claude_line, render_claude
+from ingestd.parsers.claude import (
+    CLAUDE_TYPES,
+    Rendered,
+    RenderOptions,
+    is_claude_line,
+    render_claude,
+    unknown_type,
+)
 from ingestd.parsers.codex import is_codex_line, render_codex
 from ingestd.parsers.units import LineIssue, Unit
 from ingestd.reader import Line
@@ -75,8 +84,8 @@ class TranscriptParser:
 
     def prime(self, first_line: bytes) -> None:
         """Read file-level context (Codex's session_meta) when resuming past the first line."""
-        obj = _loads(first_line)
-        if isinstance(obj, dict):
+        obj, problem = _loads(first_line)
+        if problem is None and isinstance(obj, dict):
             self._remember_context(obj)
 
     def parse(self, line: Line) -> Unit | None:
@@ -85,11 +94,11 @@ class TranscriptParser:
         if not line.data.strip():
             self.counts["blank"] += 1
             return None
-        obj = _loads(line.data)
-        if isinstance(obj, str):
-            return self._skip(line, obj)
+        obj, problem = _loads(line.data)
+        if problem is not None:
+            return self._skip(line, problem)
         if not isinstance(obj, dict):
-            return self._skip(line, f"unexpected JSON shape: {type(obj).__name__}")
+            return self._skip(line, f"unexpected JSON shape: {_json_kind(obj)}, not an object")
         self._remember_context(obj)
         rendered = self._render(obj)
         if isinstance(rendered, str):
@@ -120,7 +129,7 @@ class TranscriptParser:
             return render_claude(obj, self.options)
         if "instructions" in obj and "id" in obj:  # legacy Codex header
             return "ignored:header"
-        return f"unknown:{obj.get('type')}"
+        return unknown_type(obj.get("type"))
 
     def _remember_context(self, obj: dict[str, Any]) -> None:
         if isinstance(obj.get("sessionId"), str) and obj["sessionId"]:
@@ -144,13 +153,28 @@ class TranscriptParser:
         return None
 
 
-def _loads(data: bytes) -> Any:
-    """Parsed JSON, or a string saying why it could not be parsed."""
+def _loads(data: bytes) -> tuple[Any, str | None]:
+    """Parsed JSON and None, or None and why it could not be parsed. The reason is a separate
+    value: a line that is a JSON string parses to a string too, and must not become the reason.
+    The decoder's messages name a position and an expectation, never the text at it."""
     try:
-        return json.loads(data)
+        return json.loads(data), None
     except UnicodeDecodeError:
-        return "line is not valid UTF-8"
+        return None, "line is not valid UTF-8"
     except RecursionError:
-        return "JSON nested too deeply"
+        return None, "JSON nested too deeply"
     except ValueError as exc:
-        return f"invalid JSON: {str(exc)[:80]}"
+        return None, f"invalid JSON: {str(exc)[:80]}"
+
+
+def _json_kind(value: Any) -> str:
+    """What JSON value a line holds, in words: the reason says this, never the value itself."""
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "null" if value is None else type(value).__name__
