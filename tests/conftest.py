@@ -24,6 +24,7 @@ from ingestd.engine import Engine
 from ingestd.logs import configure_logging
 from ingestd.pipeline import FileJob, Outcome
 from ingestd.settings import Settings
+from ingestd.store import VectorStore, payload_path
 
 REPO = Path(__file__).resolve().parent.parent
 MODEL_CACHE = REPO / "state" / "models"  # the model assembled by `make install`, shared by tests
@@ -165,6 +166,12 @@ async def ingest(engine: Engine, path: Path, limit_s: float | None = None) -> Ou
         return result.outcome
     assert result is not None
     return result
+
+
+async def stored_points(store: VectorStore, kind: str, path: str) -> int:
+    """How many points Qdrant holds for one file, read through the store's public scroll."""
+    wanted = payload_path(path)
+    return sum(1 for _, payload in await store.scroll_all(kind, ["path"]) if payload.get("path") == wanted)
 
 
 async def until(condition: Callable[[], Any], limit_s: float = 60.0, step: float = 0.05) -> Any:

@@ -21,6 +21,7 @@ from conftest import (
     make_settings,
     run_cli,
     start_cli,
+    stored_points,
     subprocess_env,
     until,
 )
@@ -95,7 +96,7 @@ async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
         assert record is None or record.status != "done"  # never claimed done
         outcome = await ingest(restarted, doc, limit_s=60)
         assert outcome.status == "done" and outcome.chunks > 0
-        assert await restarted.store.count_file("documents", str(doc)) == outcome.chunks
+        assert await stored_points(restarted.store, "documents", str(doc)) == outcome.chunks
     finally:
         await restarted.close()
 
@@ -114,7 +115,7 @@ def test_import_stops_with_an_error_when_a_stage_dies(
 
 
 async def _count(daemon: Daemon, kind: str, path: Path) -> bool:
-    return await daemon.engine.store.count_file(kind, str(path)) == 0
+    return await stored_points(daemon.engine.store, kind, str(path)) == 0
 
 
 async def test_reconcile_catches_what_events_missed(daemon: Daemon) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ingest
+from conftest import ingest, stored_points
 from generators import dump, write_transcript
 from ingestd.engine import Engine
 
@@ -18,13 +18,13 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
     write_transcript(other, seed=22, exchanges=2)
     assert (await ingest(engine, path)).status == "done"
     assert (await ingest(engine, other)).status == "done"
-    kept_before = await engine.store.count_file("conversations", str(other))
-    assert await engine.store.count_file("conversations", str(path)) > 0
+    kept_before = await stored_points(engine.store, "conversations", str(other))
+    assert await stored_points(engine.store, "conversations", str(path)) > 0
 
     outcome = await engine.forget(str(path))
     assert outcome.status == "forgotten"
-    assert await engine.store.count_file("conversations", str(path)) == 0
-    assert await engine.store.count_file("conversations", str(other)) == kept_before, "only that file"
+    assert await stored_points(engine.store, "conversations", str(path)) == 0
+    assert await stored_points(engine.store, "conversations", str(other)) == kept_before, "only that file"
     record = engine.state.get(str(path))
     assert record is not None and record.status == "forgotten"
     hits = await engine.search("flaky test", "conversations", None, 20)
@@ -32,7 +32,7 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
 
     # Seen again unchanged (a rescan, a restart): not re-ingested.
     assert (await ingest(engine, path)).status == "unchanged"
-    assert await engine.store.count_file("conversations", str(path)) == 0
+    assert await stored_points(engine.store, "conversations", str(path)) == 0
     engine.save_state()
     engine.state.load()
     assert (await ingest(engine, path)).status == "unchanged"
@@ -44,7 +44,7 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
     assert again.status == "done" and again.chunks > 0
     record = engine.state.get(str(path))
     assert record is not None and record.status == "done" and record.generation == 1
-    assert await engine.store.count_file("conversations", str(path)) == again.chunks
+    assert await stored_points(engine.store, "conversations", str(path)) == again.chunks
 
 
 async def test_forget_unknown_path_is_an_error(engine: Engine, tmp_path: Path) -> None:

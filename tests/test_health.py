@@ -16,6 +16,7 @@ from conftest import CountingProvider, captured_logs, make_settings, until
 from generators import markdown_document, transcript_of_size, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from ingestd.errors import Fatal
 from voyage_server import VoyageServer
 
 
@@ -121,14 +122,24 @@ async def test_metrics_cover_files_chunks_timings_and_condition(
     assert health["files_quarantined"] == 1 and str(bad) in (health["last_error"] or "")
 
 
-async def test_health_is_degraded_when_embedding_halted(daemon: Daemon) -> None:
-    daemon.engine.pipeline.halted = "the provider refused the credentials"
+class RefusingProvider(CountingProvider):
+    """The real model behind credentials the service refuses: all embedding halts."""
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise Fatal("the provider refused the credentials")
+
+
+async def test_health_is_degraded_when_embedding_halted(tmp_path: Path, counting: CountingProvider) -> None:
+    daemon, task = await start(tmp_path, RefusingProvider(counting.inner))
     try:
+        assert (await get(daemon, "/health"))[0] == 200
+        (daemon.settings.documents_dirs[0] / "notes.md").write_text(markdown_document(3, 2))
+        await until(lambda: daemon.engine.pipeline.status().embedding_halted is not None, 60)
         status, _, body = await get(daemon, "/health")
-        assert status == 503 and '"status": "degraded"' in body
+        assert status == 503 and '"status": "degraded"' in body and "refused the credentials" in body
     finally:
-        daemon.engine.pipeline.halted = None
-    assert (await get(daemon, "/health"))[0] == 200
+        daemon.request_stop()
+        assert await asyncio.wait_for(task, 15) == 0
 
 
 async def test_progress_lines_while_busy_then_only_heartbeats(
@@ -140,7 +151,7 @@ async def test_progress_lines_while_busy_then_only_heartbeats(
             write_transcript(
                 daemon.settings.conversations_dirs[0] / "p" / f"s{n}.jsonl", seed=40 + n, exchanges=4
             )
-        await until(lambda: daemon.engine.pipeline.totals["done"] >= 3)
+        await until(lambda: daemon.engine.pipeline.status().files_done >= 3)
         await until(lambda: any(e["event"] == "progress" and e["files_done"] >= 3 for e in logs))
         line = next(e for e in logs if e["event"] == "progress" and e["files_done"] >= 3)
         for key in ("chunks_done", "chunks_per_s", "files_per_s", "queue", "backlog_s", "rss_mb"):
@@ -223,7 +234,7 @@ async def test_search_while_qdrant_is_down_is_a_503_with_the_reason(
     daemon = Daemon(settings, engine=Engine(settings))
     running = asyncio.create_task(daemon.run())  # it waits for Qdrant: it never gets ready
     try:
-        await until(lambda: not daemon.engine.pipeline.store_available, 30)
+        await until(lambda: not daemon.engine.pipeline.status().store_available, 30)
         status, body = await post(daemon, "search", {"query": "flaky test"})
         assert status == 503 and body["error"].startswith("vector store unavailable:"), body
         # qdrant-client checks the server's version on a thread; let its warning land here.
@@ -254,7 +265,7 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
     try:
         path = daemon.settings.documents_dirs[0] / "slow.md"
         path.write_text(markdown_document(7, 2))
-        await until(lambda: str(path) in daemon.engine.pipeline.jobs and not len(daemon.queue))
+        await until(lambda: daemon.engine.pipeline.job(str(path)) is not None and not len(daemon.queue))
         await asyncio.sleep(1.2)
         health = await daemon.health_report()
         assert health["files_queued"] == 0 and health["files_in_flight"] == 1
@@ -263,9 +274,8 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
         assert samples(body)["ingestd_backlog_age_seconds"][0][1] >= 1.0
         gated.gate.set()
         await until(lambda: (r := daemon.engine.state.get(str(path))) is not None and r.status == "done")
-        await until(lambda: not daemon.engine.pipeline.jobs)
-        assert (await daemon.health_report())["oldest_pending_age_s"] == 0.0
-        assert daemon._taken == {}, "finished files are forgotten"
+        await until(lambda: daemon.engine.pipeline.status().files_in_flight == 0)
+        assert (await daemon.health_report())["oldest_pending_age_s"] == 0.0, "finished files are forgotten"
     finally:
         gated.gate.set()
         daemon.request_stop()

@@ -26,6 +26,7 @@ from conftest import (
     make_settings,
     run_cli,
     start_cli,
+    stored_points,
     subprocess_env,
     until,
 )
@@ -127,7 +128,7 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
     assert engine.pipeline.store_available is True and (await engine.status())["store"]["available"]
     assert any(e["event"] == "store.recovered" for e in events())
     for job, kind in zip(jobs, ("conversations", "documents"), strict=True):
-        assert await engine.store.count_file(kind, job.key) == job.record.chunks > 0
+        assert await stored_points(engine.store, kind, job.key) == job.record.chunks > 0
 
 
 async def test_hanging_and_half_landed_batches(
@@ -204,7 +205,7 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         assert record is not None and record.status == "quarantined"
         assert record.attempts == 1 and record.updated_at >= before
         assert "after 3 attempts" in (record.reason or "") and "rejects this text" in (record.reason or "")
-        assert await engine.store.count_file("documents", str(poison)) == 0, "never stored, never done"
+        assert await stored_points(engine.store, "documents", str(poison)) == 0, "never stored, never done"
         retries = [e for e in events() if e["event"] == "embed.retry"]
         assert {e["path"] for e in retries} == {str(poison)} and [e["attempt"] for e in retries] == [1, 2]
         logged = [e for e in events() if e["event"] == "file.quarantined"]
@@ -221,7 +222,7 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         assert isinstance(job, FileJob)
         await job.done.wait()
         assert job.outcome is not None and job.outcome.status == "done"
-        assert await engine.store.count_file("documents", str(poison)) == job.record.chunks > 0
+        assert await stored_points(engine.store, "documents", str(poison)) == job.record.chunks > 0
     finally:
         await engine.close()
 

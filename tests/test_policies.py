@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CountingProvider, engine_with, ingest
+from conftest import CountingProvider, engine_with, ingest, stored_points
 from generators import ClaudeSession, dump
 from ingestd.engine import Engine
 
@@ -46,7 +46,7 @@ async def put_document(engine: Engine, name: str) -> tuple[Path, int]:
     path.write_text(markdown(path.stem))
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks > 1
-    count = await engine.store.count_file("documents", str(path))
+    count = await stored_points(engine.store, "documents", str(path))
     assert count == outcome.chunks
     return path, count
 
@@ -57,7 +57,7 @@ async def put_transcript(engine: Engine, *parts: str, session: str = SESSION) ->
     path.write_bytes(transcript_lines(session, path.stem))
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks > 1
-    count = await engine.store.count_file("conversations", str(path))
+    count = await stored_points(engine.store, "conversations", str(path))
     assert count == outcome.chunks
     return path, count
 
@@ -77,10 +77,10 @@ async def test_defaults_purge_documents_and_keep_conversations(engine: Engine) -
 
     assert (purged.status, purged.reason) == ("deleted", "purged")
     assert (kept.status, kept.reason) == ("deleted", "kept")
-    assert await engine.store.count_file("documents", str(doc)) == 0
+    assert await stored_points(engine.store, "documents", str(doc)) == 0
     assert await engine.store.count("documents") == other_doc_points < total_docs
-    assert await engine.store.count_file("documents", str(other_doc)) == other_doc_points
-    assert await engine.store.count_file("conversations", str(transcript)) == transcript_points
+    assert await stored_points(engine.store, "documents", str(other_doc)) == other_doc_points
+    assert await stored_points(engine.store, "conversations", str(transcript)) == transcript_points
     assert engine.state.get(str(doc)) is None  # forgotten entirely
     record = engine.state.get(str(transcript))
     assert record is not None and record.status == "deleted" and record.reason == "file deleted; points kept"
@@ -100,18 +100,18 @@ async def test_documents_purge_off_keeps_a_deleted_documents_points(
         doc.unlink()
         outcome = await ingest(engine, doc)
         assert (outcome.status, outcome.reason) == ("deleted", "kept")
-        assert await engine.store.count_file("documents", str(doc)) == points
+        assert await stored_points(engine.store, "documents", str(doc)) == points
         record = engine.state.get(str(doc))
         assert record is not None and record.status == "deleted"
         # A second notice of the same deletion changes nothing.
         assert (await ingest(engine, doc)).status == "unchanged"
-        assert await engine.store.count_file("documents", str(doc)) == points
+        assert await stored_points(engine.store, "documents", str(doc)) == points
         hits = await engine.search("handbook runbook queue depth worker logs", "documents", None, 5)
         assert hits and hits[0]["path"] == str(doc)
 
     # The policy survives a restart: the record is still `deleted`, the points still there.
     async with engine_with(tmp_path, counting) as engine:
-        assert await engine.store.count_file("documents", str(doc)) == points
+        assert await stored_points(engine.store, "documents", str(doc)) == points
         record = engine.state.get(str(doc))
         assert record is not None and record.status == "deleted"
 
@@ -134,11 +134,11 @@ async def test_conversations_purge_on_purges_a_deleted_transcripts_points(
         transcript.unlink()
         outcome = await ingest(engine, transcript)
         assert (outcome.status, outcome.reason) == ("deleted", "purged")
-        assert await engine.store.count_file("conversations", str(transcript)) == 0
+        assert await stored_points(engine.store, "conversations", str(transcript)) == 0
         assert engine.state.get(str(transcript)) is None
         # Only that file's points go: its subagent file and other sessions are untouched.
-        assert await engine.store.count_file("conversations", str(subagent)) == sub_points
-        assert await engine.store.count_file("conversations", str(sibling)) == sibling_points
+        assert await stored_points(engine.store, "conversations", str(subagent)) == sub_points
+        assert await stored_points(engine.store, "conversations", str(sibling)) == sibling_points
         assert await engine.store.count("conversations") == sub_points + sibling_points
         # Documents keep their own (default) policy.
         doc.unlink()
@@ -163,12 +163,12 @@ async def test_kept_file_that_comes_back_is_not_duplicated(engine: Engine) -> No
     data = transcript.read_bytes()
     transcript.unlink()
     assert (await ingest(engine, transcript)).reason == "kept"
-    assert await engine.store.count_file("conversations", str(transcript)) == points
+    assert await stored_points(engine.store, "conversations", str(transcript)) == points
 
     transcript.write_bytes(data)  # restored from a backup, say
     again = await ingest(engine, transcript)
     assert again.status == "done"
-    assert await engine.store.count_file("conversations", str(transcript)) == points
+    assert await stored_points(engine.store, "conversations", str(transcript)) == points
     rows = await engine.store.scroll_all("conversations", ["path", "generation"])
     generations = {p["generation"] for _, p in rows if p["path"] == str(transcript)}
     assert generations == {1}, "the kept points of generation 0 were replaced, not added to"
@@ -180,8 +180,8 @@ async def test_document_that_comes_back_after_purge_is_ingested_again(engine: En
     doc, points = await put_document(engine, "again.md")
     doc.unlink()
     assert (await ingest(engine, doc)).reason == "purged"
-    assert await engine.store.count_file("documents", str(doc)) == 0
+    assert await stored_points(engine.store, "documents", str(doc)) == 0
     doc.write_text(markdown("again"))
     outcome = await ingest(engine, doc)
     assert outcome.status == "done"
-    assert await engine.store.count_file("documents", str(doc)) == points == outcome.chunks
+    assert await stored_points(engine.store, "documents", str(doc)) == points == outcome.chunks

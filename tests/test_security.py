@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import psutil
+
 from conftest import CountingProvider, announced_port, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
@@ -138,9 +140,9 @@ def test_http_binds_to_loopback_by_default(tmp_path: Path) -> None:
         daemon = Daemon(settings, engine=Engine(settings, provider=_Never()))
         await daemon.health.start()
         try:
-            runner = daemon.health._runner
-            assert runner is not None
-            return [str(address[0]) for address in runner.addresses]
+            port = daemon.health.bound_port
+            listening = psutil.Process().net_connections("tcp")
+            return [c.laddr.ip for c in listening if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
         finally:
             await daemon.health.stop()
 

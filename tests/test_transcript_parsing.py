@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import CountingProvider, Events, engine_with, ingest
+from conftest import CountingProvider, Events, engine_with, ingest, stored_points
 from ingestd.engine import Engine
 from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.transcripts import FileIdentity, TranscriptParser
@@ -641,7 +641,7 @@ async def test_claude_session_end_to_end_payloads(engine: Engine, counting: Coun
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks >= 2
     rows = await payloads(engine, path)
-    assert len(rows) == outcome.chunks == await engine.store.count_file("conversations", str(path))
+    assert len(rows) == outcome.chunks == await stored_points(engine.store, "conversations", str(path))
     text = "\n".join(str(p["text"]) for p in rows)
     embedded = "\n".join(counting.texts)
     for stored in (text, embedded):
@@ -723,7 +723,7 @@ async def test_codex_rollout_end_to_end(engine: Engine, counting: CountingProvid
     outcome = await ingest(engine, rollout)
     assert outcome.status == "done" and outcome.chunks >= 1
     rows = await payloads(engine, rollout)
-    assert len(rows) == outcome.chunks == await engine.store.count_file("conversations", str(rollout))
+    assert len(rows) == outcome.chunks == await stored_points(engine.store, "conversations", str(rollout))
     text = "\n".join(str(p["text"]) for p in rows)
     assert text.count("user: Why is test_checkout flaky on CI?") == 1
     assert text.count("assistant: The fixture shares a socket") == 1  # after the bad line: still there

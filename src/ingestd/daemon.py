@@ -21,14 +21,17 @@ from ingestd.engine import Engine
 from ingestd.health import Handler, HealthServer, announce, hand_over, withdraw
 from ingestd.logs import get_logger, mask
 from ingestd.pipeline import FileJob, Outcome
+from ingestd.pipeline_status import PipelineStatus
+from ingestd.progress import ProgressLog
 from ingestd.settings import Settings
-from ingestd.supervision import cancel_and_wait, first_crash, set_within
+from ingestd.supervision import Supervisor, cancel_and_wait, set_within
 from ingestd.system import STOP_SIGNALS, release_memory, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.daemon")
 MEMORY_CHECK_SECONDS = 5.0
+IDLE_CHECK_LIMIT = 30.0  # seconds: how often, at most, the idle unload looks
 SHUTDOWN_GRACE = 7.0  # seconds for the in-flight batch before it is abandoned (10 s budget)
 HEALTH_PING_TIMEOUT = 3.0  # seconds; the container's health check gives up after 5
 ACTION_READY_WAIT = 20.0  # seconds an API call waits for start-up before it is tried anyway
@@ -44,7 +47,7 @@ class Daemon:
             files_queued=lambda: len(self.queue),
             backlog_age=self.backlog_age,
             model_loaded=lambda: self.engine.provider.loaded,
-            store_up=lambda: self.engine.pipeline.store_available,
+            store_up=lambda: self.engine.pipeline.status().store_available,
         )
         self.health = HealthServer(
             settings.health_host,
@@ -57,9 +60,8 @@ class Daemon:
         self.intake = asyncio.Event()  # cleared while memory is being recovered
         self.intake.set()
         self.ready = asyncio.Event()
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._busy_since: float | None = None
-        self._done_files = 0
+        self.supervisor = Supervisor()  # owns every long-lived task; the pipeline's are watched
+        self._tasks: list[asyncio.Task[Any]] = []  # read by _shutdown until it stops the supervisor
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
         self.next_mode: str | None = None  # "dormant" when an idle stop should re-execute small
@@ -94,27 +96,40 @@ class Daemon:
                 await cancel_and_wait(opening)
                 return 0
             opening.result()
+            for stage in self.engine.pipeline.stages:
+                self.supervisor.watch(stage)
             # Watch first, then scan: a file created in between is seen by one or the other.
-            self._tasks = [*self.watcher.start()]
+            self.watcher.start(self.supervisor)
             await asyncio.sleep(0.2)
             await self.watcher.reconcile()
-            self._tasks += [
-                *(
-                    asyncio.create_task(self._reader(n), name=f"reader-{n}")
-                    for n in range(self.settings.file_concurrency)
-                ),
-                asyncio.create_task(self.watcher.reconcile_forever(), name="reconcile"),
-                asyncio.create_task(self._progress_loop(), name="progress"),
-                asyncio.create_task(self._idle_loop(), name="idle-unload"),
-                asyncio.create_task(self._memory_loop(), name="memory"),
-            ]
+            self._start_housekeeping()
             self.ready.set()
             log.info(
                 "daemon.ready", path=str(self.settings.state_dir), queued=len(self.queue), outcome="ready"
             )
             return await self._supervise()
         finally:
+            self.watcher.stop()
+            await self.supervisor.stop()
             await self._shutdown()
+
+    def _start_housekeeping(self) -> None:
+        """Readers, and the timers: reconcile scans, progress lines, idle unload, memory guard."""
+        for n in range(self.settings.file_concurrency):
+            self.supervisor.add(f"reader-{n}", self._reader(n))
+        self.watcher.schedule_reconciles(self.supervisor)
+        progress = ProgressLog(
+            self.settings.progress_log_seconds,
+            self.settings.heartbeat_seconds,
+            str(self.settings.state_dir),
+            self.engine.pipeline.status,
+            lambda: len(self.queue),
+            self.backlog_age,
+        )
+        self.supervisor.timer("progress", progress.tick_seconds, progress.tick)
+        idle_limit = self.settings.embed_idle_unload_seconds
+        self.supervisor.timer("idle-unload", min(idle_limit, IDLE_CHECK_LIMIT), self._unload_if_idle)
+        self.supervisor.timer("memory", MEMORY_CHECK_SECONDS, self._check_memory)
 
     async def _supervise(self) -> int:
         """Until a stop is asked for; exit code 1 when a long-lived task dies of an error.
@@ -122,7 +137,7 @@ class Daemon:
         A dead stage or reader would leave the daemon up but stalled for good. Exiting lets the
         container restart it, and the state file resumes every file where it was.
         """
-        crashed = await first_crash([*self._tasks, *self.engine.pipeline.stages], self.stopping)
+        crashed = await self.supervisor.wait_first_crash(self.stopping)
         if crashed is None:
             return 0
         error = crashed.exception()
@@ -190,7 +205,6 @@ class Daemon:
         while True:
             await self.intake.wait()
             path, queued_at = await self.queue.take()
-            self._busy_since = self._busy_since or time.monotonic()
             self._taken[path] = queued_at
             try:
                 result = await self.engine.submit(path)
@@ -210,8 +224,6 @@ class Daemon:
                 if job is not None and result.path not in self._requeues:
                     # Changed again while in flight: look once more when this pass settles.
                     self._requeues[result.path] = asyncio.create_task(self._requeue_after(job, path))
-            elif isinstance(result, FileJob):
-                self._done_files += 1
 
     async def _requeue_after(self, job: FileJob, path: Path) -> None:
         await job.done.wait()
@@ -219,63 +231,16 @@ class Daemon:
         self.queue.put(path)
 
     # --- housekeeping --------------------------------------------------------------------
-    async def _progress_loop(self) -> None:
-        """A progress line every PROGRESS_LOG_SECONDS while busy; idle, only a heartbeat.
-
-        Busy means files queued or in flight, or files or chunks finished since the last tick,
-        so the last burst of work is always reported once after it ends.
-        """
-        interval = self.settings.progress_log_seconds
-        heartbeat = self.settings.heartbeat_seconds
-        tick = interval if interval > 0 else min(heartbeat, 60.0) if heartbeat > 0 else 60.0
-        pipeline = self.engine.pipeline
-        last_chunks, last_files = pipeline.totals["chunks_embedded"], self._files_finished()
-        last_tick = last_beat = time.monotonic()
-        while True:
-            await asyncio.sleep(tick)
-            now = time.monotonic()
-            chunks, files = pipeline.totals["chunks_embedded"], self._files_finished()
-            busy = bool(len(self.queue) or pipeline.jobs or chunks != last_chunks or files != last_files)
-            due_beat = not busy and heartbeat > 0 and now - last_beat >= heartbeat
-            if (busy and interval > 0) or due_beat:
-                log.info(
-                    "progress" if busy else "heartbeat",
-                    path=str(self.settings.state_dir),
-                    outcome="busy" if busy else "idle",
-                    files_done=pipeline.totals["done"],
-                    files_finished=files,
-                    chunks_done=chunks,
-                    files_per_s=round((files - last_files) / max(now - last_tick, 1e-3), 2),
-                    chunks_per_s=round((chunks - last_chunks) / max(now - last_tick, 1e-3), 1),
-                    queue=len(self.queue),
-                    in_flight=len(pipeline.jobs),
-                    chunk_queue=pipeline.queue.qsize(),
-                    backlog_s=round(self.backlog_age(), 1),
-                    rss_mb=rss_mb(),
-                )
-                last_beat = now
-            last_chunks, last_files, last_tick = chunks, files, now
-
     def backlog_age(self) -> float:
         """Seconds since the oldest file not yet finished was queued.
 
         The work queue alone forgets a file once a reader takes it, so a file that is being read,
         or whose chunks wait for the embedder or the store, counted as no backlog at all.
         """
-        since = [job.queued_at for job in self.engine.pipeline.jobs.values()]
-        since += self._taken.values()
+        in_flight = self.engine.pipeline.status().oldest_queued_at
+        since = [*self._taken.values(), *([] if in_flight is None else [in_flight])]
         oldest = time.monotonic() - min(since) if since else 0.0
         return max(self.queue.oldest_age(), oldest)
-
-    def _files_finished(self) -> int:
-        """Files that reached an outcome (done, skipped, failed, quarantined, …)."""
-        totals = self.engine.pipeline.totals
-        return sum(count for status, count in totals.items() if status != "chunks_embedded")
-
-    async def _memory_loop(self) -> None:
-        while True:
-            await asyncio.sleep(MEMORY_CHECK_SECONDS)
-            await self._check_memory()
 
     async def _check_memory(self) -> None:
         """Above OPERATIONAL_MEMORY_MB: pause intake, trim; recycle the model only if that fails."""
@@ -301,40 +266,36 @@ class Daemon:
             outcome=action,
         )
 
-    async def _idle_loop(self) -> None:
-        idle_limit = self.settings.embed_idle_unload_seconds
-        if idle_limit <= 0:
+    async def _unload_if_idle(self) -> None:
+        """Unload the model after EMBED_IDLE_UNLOAD_SECONDS without work; then go dormant."""
+        status = self.engine.pipeline.status()
+        idle = time.monotonic() - max(status.last_work, self._last_call)
+        busy = status.files_in_flight or len(self.queue)
+        if self.stopping.is_set() or idle < self.settings.embed_idle_unload_seconds or busy:
             return
-        provider, pipeline = self.engine.provider, self.engine.pipeline
-        while True:
-            await asyncio.sleep(min(idle_limit, 30.0))
-            idle = time.monotonic() - max(pipeline.last_work, self._last_call)
-            if idle < idle_limit or pipeline.jobs or len(self.queue):
-                continue
-            if provider.loaded:
-                before = rss_mb()
-                await provider.unload()
-                self.engine.metrics.model_loaded.set(0)
-                log.info(
-                    "model.unloaded",
-                    path=str(self.settings.state_dir),
-                    idle_s=round(idle),
-                    rss_before_mb=before,
-                    rss_mb=rss_mb(),
-                    outcome="unloaded",
-                )
-            # Also after a wake that loaded nothing (`ingestd status`): the libraries stay loaded.
-            if self.settings.idle_dormant and self._nothing_left_to_retry():
-                self.next_mode = "dormant"
-                self.request_stop("idle")
-                return
+        provider = self.engine.provider
+        if provider.loaded:
+            before = rss_mb()
+            await provider.unload()
+            self.engine.metrics.model_loaded.set(0)
+            log.info(
+                "model.unloaded",
+                path=str(self.settings.state_dir),
+                idle_s=round(idle),
+                rss_before_mb=before,
+                rss_mb=rss_mb(),
+                outcome="unloaded",
+            )
+        # Also after a wake that loaded nothing (`ingestd status`): the libraries stay loaded.
+        if self.settings.idle_dormant and self._nothing_left_to_retry(status):
+            self.next_mode = "dormant"
+            self.request_stop("idle")
 
-    def _nothing_left_to_retry(self) -> bool:
+    def _nothing_left_to_retry(self, status: PipelineStatus) -> bool:
         """Dormant, no retry timer runs: a file waiting on Qdrant or Voyage must keep us awake."""
-        pipeline = self.engine.pipeline
         return (
-            pipeline.store_available
-            and pipeline.halted is None
+            status.store_available
+            and status.embedding_halted is None
             and not self._requeues
             and "pending" not in self.engine.state.summary()
         )
@@ -342,28 +303,28 @@ class Daemon:
     # --- HTTP ----------------------------------------------------------------------------
     async def health_report(self) -> dict[str, Any]:
         """ok, or degraded (503) while starting, when Qdrant does not answer, or when embedding halted."""
-        pipeline = self.engine.pipeline
+        status = self.engine.pipeline.status()
         store_ok = False
-        if pipeline.store_available and self.ready.is_set():
+        if status.store_available and self.ready.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEALTH_PING_TIMEOUT):
                     store_ok = await self.engine.store.ping()
         quarantined = self.engine.state.summary().get("quarantined", 0)
-        degraded = not store_ok or pipeline.halted is not None or not self.ready.is_set()
+        degraded = not store_ok or status.embedding_halted is not None or not self.ready.is_set()
         return {
             "status": "degraded" if degraded else "ok",
             "ready": self.ready.is_set(),
             "dormant": False,
             "store_reachable": store_ok,
             "model_loaded": self.engine.provider.loaded,
-            "embedding_halted": _masked(pipeline.halted),
-            "queue_depth": len(self.queue) + pipeline.queue.qsize(),
+            "embedding_halted": _masked(status.embedding_halted),
+            "queue_depth": len(self.queue) + status.chunks_queued,
             "files_queued": len(self.queue),
-            "chunks_queued": pipeline.queue.qsize(),
-            "files_in_flight": len(pipeline.jobs),
+            "chunks_queued": status.chunks_queued,
+            "files_in_flight": status.files_in_flight,
             "oldest_pending_age_s": round(self.backlog_age(), 1),
             "files_quarantined": quarantined,
-            "last_error": _masked(pipeline.last_error),
+            "last_error": _masked(status.last_error),
             "watchers": {str(w.root): w.report() for w in self.watcher.watches},
             "watch_probe": self.watcher.probe_result.report(),
             "rss_mb": rss_mb(),
@@ -375,7 +336,7 @@ class Daemon:
 
         async def after_start(params: dict[str, Any]) -> dict[str, Any]:
             self._last_call = time.monotonic()  # someone is searching: not idle
-            if not self.ready.is_set() and self.engine.pipeline.store_available:
+            if not self.ready.is_set() and self.engine.pipeline.status().store_available:
                 await set_within(self.ready, ACTION_READY_WAIT)
             return await handler(params)
 

@@ -20,7 +20,7 @@ from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
-from ingestd.supervision import first_crash
+from ingestd.supervision import Supervisor
 from ingestd.system import STOP_SIGNALS, rss_mb
 from ingestd.watcher import Watcher
 from ingestd.workqueue import WorkQueue
@@ -51,6 +51,7 @@ class Dormant:
         )
         self.next_mode: str | None = None  # "daemon" once woken
         self._finished = asyncio.Event()
+        self.supervisor = Supervisor()
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -65,7 +66,7 @@ class Dormant:
             return 0
         await self.health.start()
         announce(self.settings, self.health.bound_port)
-        tasks = self.watcher.start()
+        self.watcher.start(self.supervisor)
         log.info(
             "daemon.dormant",
             path=str(self.settings.state_dir),
@@ -76,16 +77,12 @@ class Dormant:
         try:
             await asyncio.sleep(0.2)
             await self.watcher.reconcile()  # whatever changed while the image was replaced
-            tasks += [
-                asyncio.create_task(self._wake_on_work(), name="wake-on-work"),
-                asyncio.create_task(self.watcher.reconcile_forever(), name="reconcile"),
-            ]
-            await self._until_finished(tasks)
+            self.supervisor.add("wake-on-work", self._wake_on_work())
+            self.watcher.schedule_reconciles(self.supervisor)
+            await self._until_finished()
         finally:
             self.watcher.stop()
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.supervisor.stop()
             await self.health.stop()
             if self.next_mode is not None:
                 hand_over(self.health, self.state)
@@ -95,9 +92,9 @@ class Dormant:
                 log.info("daemon.stopped", path=str(self.settings.state_dir), outcome="stopped")
         return 0
 
-    async def _until_finished(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _until_finished(self) -> None:
         """Until a signal or a wake. A task that dies wakes the full daemon, which supervises."""
-        crashed = await first_crash(tasks, self._finished)
+        crashed = await self.supervisor.wait_first_crash(self._finished)
         if crashed is not None:
             self.wake(str(self.settings.state_dir), f"{crashed.get_name()}: {crashed.exception()!r}")
 

@@ -186,7 +186,7 @@ class Engine:
             "points": points,
             "redactions": redactions,
             "model": {"fingerprint": self.provider.fingerprint, "loaded": self.provider.loaded},
-            "store": {"location": self.store.location, "available": self.pipeline.store_available},
+            "store": {"location": self.store.location, "available": self.pipeline.status().store_available},
             "state": {"path": str(self.state.path), "files": len(self.state.files)},
             "rss_mb": rss_mb(),
             "uptime_s": round(time.time() - self.started, 1),

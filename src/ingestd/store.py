@@ -254,10 +254,6 @@ class VectorStore:
         name = await self.ensure_collection(kind)
         return (await self.client.count(name, exact=True)).count
 
-    async def count_file(self, kind: str, path: str) -> int:
-        name = await self.ensure_collection(kind)
-        return (await self.client.count(name, count_filter=_file_filter(path), exact=True)).count
-
     async def file_total(self, kind: str, path: str, field: str) -> int:
         """Sum of a numeric payload field over one file's points."""
         name = await self.ensure_collection(kind)

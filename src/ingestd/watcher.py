@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
 from ingestd.state import StateStore
-from ingestd.supervision import cancel_and_wait, set_within
+from ingestd.supervision import Supervisor, cancel_and_wait, set_within
 from ingestd.workqueue import WorkQueue
 
 log = get_logger("ingestd.watcher")
@@ -49,13 +48,10 @@ class RootWatch:
     root: Path
     polling: bool
     reason: str | None = None  # why the root is polled
-    last_event: float = 0.0
     events: int = 0
     missed: int = 0  # changes found by reconcile scans that no event announced
     started_wall: float | None = None  # wall clock when the current watcher began
     announced: dict[str, float] = field(default_factory=dict)  # path -> wall time of its last event
-    suppress_events: bool = False  # test hook: a mount that delivers no events (event mode only)
-    task: asyncio.Task[None] | None = None
     restart: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -98,7 +94,6 @@ class Watcher:
         settings: Settings,
         queue: WorkQueue,
         state: StateStore,
-        on_mode: Callable[[RootWatch], None] | None = None,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
@@ -116,7 +111,6 @@ class Watcher:
             )
             for kind, root in self.roots
         ]
-        self.on_mode = on_mode
         self.metrics = metrics
         self.probe_result = ProbeResult()
         # How old an unannounced change must be before its event counts as lost: generous, so a
@@ -142,17 +136,14 @@ class Watcher:
         self.check_delivery(fresh)
         return len(changed)
 
-    async def reconcile_forever(self) -> None:
+    def schedule_reconciles(self, supervisor: Supervisor) -> None:
         """A reconcile scan every RECONCILE_SECONDS (0: none), which also checks event delivery."""
-        if self.settings.reconcile_seconds <= 0:
-            return
-        while True:
-            await asyncio.sleep(self.settings.reconcile_seconds)
-            changed = await self.reconcile()
-            if changed:
-                log.info(
-                    "reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued"
-                )
+        supervisor.timer("reconcile", self.settings.reconcile_seconds, self._reconcile_and_report)
+
+    async def _reconcile_and_report(self) -> None:
+        changed = await self.reconcile()
+        if changed:
+            log.info("reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued")
 
     def _scan(self, since: float) -> tuple[list[Path], Fresh]:
         changed: list[Path] = []
@@ -232,14 +223,14 @@ class Watcher:
         return False
 
     # --- events --------------------------------------------------------------------------
-    def start(self) -> list[asyncio.Task[None]]:
-        tasks = []
+    def start(self, supervisor: Supervisor) -> None:
+        """Watch every root, and probe event delivery at once and every WATCH_PROBE_SECONDS."""
         for watch in self.watches:
-            watch.task = asyncio.create_task(self._watch_root(watch), name=f"watch:{watch.root}")
-            tasks.append(watch.task)
+            supervisor.add(f"watch:{watch.root}", self._watch_root(watch))
             self._mode_changed(watch)
-        tasks.append(asyncio.create_task(self._probe_loop(), name="watch-probe"))
-        return tasks
+        supervisor.timer(
+            "watch-probe", self.settings.watch_probe_seconds, self._probe_while_events, at_start=True
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -271,8 +262,6 @@ class Watcher:
                     ignore_permission_denied=True,
                     watch_filter=None,
                 ):
-                    if watch.suppress_events and not watch.polling:
-                        continue
                     self._on_changes(watch, changes)
             except (OSError, RuntimeError) as exc:
                 watch.started_wall = None
@@ -285,7 +274,6 @@ class Watcher:
 
     def _on_changes(self, watch: RootWatch, changes: set[tuple[Change, str]]) -> None:
         now = time.time()
-        watch.last_event = time.monotonic()
         watch.events += len(changes)
         new_dirs: list[Path] = []
         for change, raw in changes:
@@ -322,18 +310,12 @@ class Watcher:
     def _mode_changed(self, watch: RootWatch) -> None:
         if self.metrics is not None:
             self.metrics.watcher_mode.labels(str(watch.root)).state(watch.mode)
-        if self.on_mode:
-            self.on_mode(watch)
 
     # --- probe ---------------------------------------------------------------------------
-    async def _probe_loop(self) -> None:
-        interval = self.settings.watch_probe_seconds
-        if interval <= 0:
-            return
-        while not self._stop.is_set():
-            if any(not watch.polling for watch in self.watches):
-                await self.probe()
-            await set_within(self._stop, interval)
+    async def _probe_while_events(self) -> None:
+        """Only while some root still relies on events: a polled root needs none."""
+        if not self._stop.is_set() and any(not watch.polling for watch in self.watches):
+            await self.probe()
 
     async def probe(self, wait_s: float = PROBE_TIMEOUT) -> ProbeResult:
         """Write a file next to the state and wait for its event; without one, poll every root."""
