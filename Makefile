@@ -40,10 +40,11 @@ soak: install ## long soak and crash tests (50+ kills)
 bench: install ## benchmarks: bench/results.json, plots, summary table
 	$(BIN)/python bench/run.py
 
-lint: install ## ruff, mypy, hadolint, compose validation, settings docs in step
+lint: install ## ruff, mypy, import layering, hadolint, compose validation, settings docs in step
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src tests bench
+	$(BIN)/lint-imports
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
 	$(BIN)/python -m ingestd.settings_doc --check

@@ -1,0 +1,1 @@
+"""Turning files into units of text: transcripts (Claude Code, Codex) and documents."""
