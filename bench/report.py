@@ -197,6 +197,28 @@ def summary_rows(r: dict[str, Any]) -> list[Row]:
                 note=f"{best['tokens_per_s']} tok/s",
             )
         )
+    if led := r.get("ledger"):
+        ledger, old = led["ledger"], led["json_state"]
+        files = f"{ledger['files']:,} tracked files"
+        rows += [
+            _row(
+                "11. ledger: one file's commit, median (ms)",
+                ledger["acknowledged"]["median_ms"],
+                "≤ 1 ms",
+                ledger["acknowledged"]["median_ms"] <= 1 and ledger["done"]["median_ms"] <= 1,
+                f"{files}; acknowledged p95 {ledger['acknowledged']['p95_ms']} ms, done median "
+                f"{ledger['done']['median_ms']} ms; the JSON state rewrote all of them per flush: "
+                f"{old['save']['median_ms']} ms in this run",
+            ),
+            _row(
+                "11. ledger: RSS growth (MB)",
+                ledger["rss_growth_mb"],
+                "≤ 20 MB",
+                ledger["rss_growth_mb"] <= 20,
+                f"{files}, {ledger['db_mb']} MB on disk; the JSON state held {old['rss_growth_mb']} MB "
+                f"in this run",
+            ),
+        ]
     return rows
 
 

@@ -27,7 +27,9 @@ import sections  # noqa: E402
 from corpus import write_corpus  # noqa: E402
 from procs import load_average  # noqa: E402
 
-SECTIONS = ("sweep", "arena_ab", "efficiency", "corpus", "quality", "live", "soak", "large", "idle")
+SECTIONS = (
+    "sweep", "arena_ab", "efficiency", "corpus", "quality", "live", "soak", "large", "idle", "ledger",
+)  # fmt: skip
 FULL: dict[str, Any] = {
     "sweep_tokens": 4096,
     "efficiency_rounds": 5,
@@ -42,6 +44,7 @@ FULL: dict[str, Any] = {
     "soak_files": 5000,
     "large_bytes": 500_000_000,
     "large_window_s": 75.0,
+    "ledger_files": 100_000,
 }
 QUICK: dict[str, Any] = {
     "sweep_tokens": 1024,
@@ -57,6 +60,7 @@ QUICK: dict[str, Any] = {
     "soak_files": 600,
     "large_bytes": 50_000_000,
     "large_window_s": 20.0,
+    "ledger_files": 10_000,
 }
 
 
@@ -159,6 +163,10 @@ def main() -> int:
             )
         elif name == "idle":
             results["idle"] = sections.cold_start_and_idle(work / "idle")
+        elif name == "ledger":
+            from ledger import ledger_against_json
+
+            results["ledger"] = ledger_against_json(plan["ledger_files"], samples=2000)
         durations[name] = round(time.monotonic() - started, 1)
         loads[name]["after"] = load_average()
         print(f"   {name}: {durations[name]} s", flush=True)

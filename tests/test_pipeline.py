@@ -416,3 +416,36 @@ async def test_a_librarys_own_warnings_are_structured_lines_naming_the_file(
     warned = [e for e in events if e["event"] == "library.warning"]
     assert len(warned) == 1 and warned[0]["path"] == "/notes/big.md", warned
     assert warned[0]["category"] == "UserWarning" and "Local mode" in warned[0]["message"]
+
+
+async def test_a_halt_waits_in_a_loop_so_the_stack_does_not_grow_round_after_round(
+    tmp_path: Path, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused credentials halt embedding and the batch is tried again after a pause. That retry
+    used to be a recursive call, one stack frame deeper per round: a halt of a day grew the
+    stack by 1,440 frames. The depth at each attempt must stay the same."""
+    import sys
+
+    from ingestd.errors import Fatal
+
+    depths: list[int] = []
+    real = counting.embed_documents
+
+    async def refused_then_accepted(texts: list[str]) -> list[list[float]]:
+        frame, depth = sys._getframe(), 0
+        while frame is not None:
+            frame, depth = frame.f_back, depth + 1  # type: ignore[assignment]
+        depths.append(depth)
+        if len(depths) <= 6:
+            raise Fatal("injected: credentials refused")
+        return await real(texts)
+
+    monkeypatch.setattr(counting, "embed_documents", refused_then_accepted)
+    async with engine_with(
+        tmp_path, counting, embed_cache_max_entries=0, retry_backoff_seconds=0.01, retry_backoff_max_seconds=0.01
+    ) as engine:
+        doc = engine.settings.documents_dirs[0] / "halted.md"
+        doc.write_text(markdown_document(3, 1))
+        outcome = await ingest(engine, doc, limit_s=60)
+        assert outcome.status == "done" and engine.pipeline.status().embedding_halted is None
+    assert len(depths) == 7 and len(set(depths)) == 1, depths

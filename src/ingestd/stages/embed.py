@@ -171,9 +171,15 @@ class EmbedStage:
         recursion, which grew the stack by a frame every pause)."""
         while True:
             try:
-                return await self.policy.run(self._embed_texts, batch, partial(self._log_retry, batch))
+                return await self.policy.run(
+                    self._embed_texts, batch, partial(self._log_retry, batch), plan=self._requests
+                )
             except Fatal as exc:
                 await self._halt(exc, batch)
+
+    def _requests(self, batch: list[Pending]) -> list[range]:
+        """The provider's own requests: a failed one is retried alone."""
+        return self.provider.plan_requests([item.chunk.text for item in batch])
 
     def _quarantine(self, batch: list[Pending], error: GaveUp) -> Vectors:
         job = batch[0].job
