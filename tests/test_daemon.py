@@ -29,7 +29,6 @@ from generators import ClaudeSession, dump, markdown_document, write_transcript
 from ingestd import cli
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
-from ingestd.pipeline import Pipeline
 
 
 @pytest.fixture
@@ -67,18 +66,20 @@ async def test_dropped_files_become_searchable(daemon: Daemon) -> None:
     assert health["status"] == "ok" and health["store_reachable"] is True
 
 
-async def _broken_stage(*_: object) -> None:
-    raise RuntimeError("injected stage failure")
+class BrokenProvider(CountingProvider):
+    """A provider with a bug, not a signal the retry policy knows: the embed stage dies of it."""
+
+    async def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        raise RuntimeError("injected stage failure")
 
 
 async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
-    tmp_path: Path, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, counting: CountingProvider
 ) -> None:
     """A stage that dies would leave the daemon up, embedding nothing, for good: it must exit
     non-zero (the container restarts it) and the file must still be ingested after the restart."""
     settings = make_settings(tmp_path)
-    daemon = Daemon(settings, engine=Engine(settings, provider=counting))
-    monkeypatch.setattr(daemon.engine.pipeline, "_forward", _broken_stage)
+    daemon = Daemon(settings, engine=Engine(settings, provider=BrokenProvider(counting.inner)))
     with captured_logs("ERROR") as logs:
         running = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 60)
@@ -102,13 +103,16 @@ async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
 
 
 def test_import_stops_with_an_error_when_a_stage_dies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    counting: CountingProvider,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """It used to wait for good; now `ingestd import` names the stage and exits 1."""
     for name, value in subprocess_env(tmp_path).items():
         monkeypatch.setenv(name, value)
     (tmp_path / "docs" / "notes.md").write_text(markdown_document(4, 2))
-    monkeypatch.setattr(Pipeline, "_forward", _broken_stage)
+    monkeypatch.setattr("ingestd.engine.build_provider", lambda _: BrokenProvider(counting.inner))
     assert cli.main(["import"]) == 1
     error = capsys.readouterr().err
     assert re.search(r"ingestd: embed-stage stopped .*injected stage failure.*notes\.md stays pending", error)
