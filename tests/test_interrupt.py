@@ -20,8 +20,8 @@ import ingestd.stages.read
 from conftest import CountingProvider, ingest, make_settings, stored_points, until
 from generators import paragraph, write_transcript
 from ingestd.engine import Engine
-from ingestd.pipeline import FileJob
 from ingestd.ledger import Ledger, Status
+from ingestd.pipeline import FileJob
 
 
 async def _rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, ...]]:

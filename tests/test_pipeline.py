@@ -270,7 +270,8 @@ async def test_identical_text_is_embedded_once(engine: Engine, counting) -> None
     again = await ingest(engine, copy)
     assert again.status == "done" and again.chunks == outcome.chunks
     assert len(counting.texts) == before, "every chunk of the copy came from the cache"
-    assert engine.metrics.cache_hits._value.get() >= outcome.chunks
+    hits = engine.metrics.registry.get_sample_value("ingestd_embed_cache_hits_total")
+    assert hits is not None and hits >= outcome.chunks
     assert await stored_points(engine.store, "conversations", str(copy)) == outcome.chunks
 
 
@@ -442,7 +443,11 @@ async def test_a_halt_waits_in_a_loop_so_the_stack_does_not_grow_round_after_rou
 
     monkeypatch.setattr(counting, "embed_documents", refused_then_accepted)
     async with engine_with(
-        tmp_path, counting, embed_cache_max_entries=0, retry_backoff_seconds=0.01, retry_backoff_max_seconds=0.01
+        tmp_path,
+        counting,
+        embed_cache_max_entries=0,
+        retry_backoff_seconds=0.01,
+        retry_backoff_max_seconds=0.01,
     ) as engine:
         doc = engine.settings.documents_dirs[0] / "halted.md"
         doc.write_text(markdown_document(3, 1))

@@ -32,7 +32,7 @@ from ingestd.workqueue import WorkQueue
 log = get_logger("ingestd.daemon")
 MEMORY_CHECK_SECONDS = 5.0
 IDLE_CHECK_LIMIT = 30.0  # seconds: how often, at most, the idle unload looks
-SHUTDOWN_GRACE = 7.0  # seconds for the in-flight batch before it is abandoned (10 s budget)
+SHUTDOWN_GRACE = 7.0  # seconds for the work in flight before it is abandoned (10 s budget)
 HEALTH_PING_TIMEOUT = 3.0  # seconds; the container's health check gives up after 5
 ACTION_READY_WAIT = 20.0  # seconds an API call waits for start-up before it is tried anyway
 
@@ -42,7 +42,7 @@ class Daemon:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.queue = WorkQueue()
-        self.watcher = Watcher(settings, self.queue, self.engine.state, metrics=self.engine.metrics)
+        self.watcher = Watcher(settings, self.queue, self.engine.ledger, metrics=self.engine.metrics)
         self.engine.metrics.bind(
             files_queued=lambda: len(self.queue),
             backlog_age=self.backlog_age,
@@ -61,7 +61,6 @@ class Daemon:
         self.intake.set()
         self.ready = asyncio.Event()
         self.supervisor = Supervisor()  # owns every long-lived task; the pipeline's are watched
-        self._tasks: list[asyncio.Task[Any]] = []  # read by _shutdown until it stops the supervisor
         self._requeues: dict[str, asyncio.Task[None]] = {}
         self._taken: dict[Path, float] = {}  # paths readers hold, with the time they were queued
         self.next_mode: str | None = None  # "dormant" when an idle stop should re-execute small
@@ -74,9 +73,9 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig.name)
         loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         # Lock before announcing: a second daemon must fail before it overwrites daemon.json.
-        self.engine.state.lock("daemon")
+        self.engine.ledger.lock("daemon")
         await self.health.start()
-        announce(self.settings, self.health.bound_port)
+        announce(self.settings.ops, self.health.bound_port)
         log.info(
             "daemon.starting",
             path=str(self.settings.state_dir),
@@ -109,8 +108,6 @@ class Daemon:
             )
             return await self._supervise()
         finally:
-            self.watcher.stop()
-            await self.supervisor.stop()
             await self._shutdown()
 
     def _start_housekeeping(self) -> None:
@@ -173,17 +170,17 @@ class Daemon:
     async def _shutdown(self) -> None:
         started = time.monotonic()
         self.watcher.stop()
-        tasks = [*self._tasks, *self._requeues.values()]
-        for task in tasks:
+        await self.supervisor.stop()  # readers, watches, timers
+        requeues = list(self._requeues.values())
+        for task in requeues:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(TimeoutError):
-            # Give the batch being embedded or stored a moment to be acknowledged.
-            async with asyncio.timeout(SHUTDOWN_GRACE):
-                await self._quiesce()
+        await asyncio.gather(*requeues, return_exceptions=True)
+        # Readers are stopped; what they read is still embedded, stored and committed, within
+        # the grace, so the next start re-embeds none of it.
+        await self.engine.pipeline.stop(SHUTDOWN_GRACE)
         if self.next_mode is not None:
             # Held through exec(): no instant in which a CLI command could open the store.
-            hand_over(self.health, self.engine.state)
+            hand_over(self.health, self.engine.ledger)
         await self.engine.close()
         await self.health.stop()
         if self.next_mode is None:
@@ -194,11 +191,6 @@ class Daemon:
             seconds=round(time.monotonic() - started, 2),
             outcome=self.next_mode or "stopped",
         )
-
-    async def _quiesce(self) -> None:
-        pipeline = self.engine.pipeline
-        while pipeline.upserts.qsize() > 0:  # noqa: ASYNC110 - a queue has no "empty" event to await
-            await asyncio.sleep(0.05)
 
     # --- work ----------------------------------------------------------------------------
     async def _reader(self, _: int) -> None:
@@ -220,7 +212,7 @@ class Daemon:
             if isinstance(result, FileJob):
                 result.queued_at = min(result.queued_at, queued_at)
             if isinstance(result, Outcome) and result.status == "busy":
-                job = self.engine.pipeline.jobs.get(result.path)
+                job = self.engine.pipeline.job(result.path)
                 if job is not None and result.path not in self._requeues:
                     # Changed again while in flight: look once more when this pass settles.
                     self._requeues[result.path] = asyncio.create_task(self._requeue_after(job, path))
@@ -297,7 +289,7 @@ class Daemon:
             status.store_available
             and status.embedding_halted is None
             and not self._requeues
-            and "pending" not in self.engine.state.summary()
+            and "pending" not in self.engine.ledger.summary()
         )
 
     # --- HTTP ----------------------------------------------------------------------------
@@ -309,7 +301,7 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(HEALTH_PING_TIMEOUT):
                     store_ok = await self.engine.store.ping()
-        quarantined = self.engine.state.summary().get("quarantined", 0)
+        quarantined = self.engine.ledger.summary().get("quarantined", 0)
         degraded = not store_ok or status.embedding_halted is not None or not self.ready.is_set()
         return {
             "status": "degraded" if degraded else "ok",

@@ -25,9 +25,10 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from ingestd.ledger import Ledger
 from ingestd.logs import get_logger, mask
-from ingestd.settings import Settings
-from ingestd.state import DAEMON_FILE, StateStore
+from ingestd.paths import DAEMON_FILE
+from ingestd.settings import OpsSettings
 from ingestd.system import network_namespace
 
 log = get_logger("ingestd.health")
@@ -43,7 +44,7 @@ class Unavailable(Exception):
         self.retry_after = retry_after
 
 
-def announce(settings: Settings, port: int) -> None:
+def announce(settings: OpsSettings, port: int) -> None:
     """Where the CLI finds the daemon: the bound port, and the published one for a CLI outside
     the daemon's network namespace (the host of its container)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -57,10 +58,10 @@ def announce(settings: Settings, port: int) -> None:
     (settings.state_dir / DAEMON_FILE).write_text(json.dumps(info))
 
 
-def hand_over(server: HealthServer, state: StateStore) -> None:
+def hand_over(server: HealthServer, ledger: Ledger) -> None:
     """Before a re-exec: the next image keeps the state lock, and a port the OS chose
     (HEALTH_PORT=0), which clients already know."""
-    state.hand_off_lock()
+    ledger.hand_off_lock()
     if server.port == 0:
         os.environ["HEALTH_PORT"] = str(server.bound_port)
 
@@ -148,9 +149,9 @@ def _dependency_failure(exc: Exception) -> str | None:
     import httpx
     from qdrant_client.http.exceptions import ApiException
 
-    from ingestd.embedding.base import EmbeddingError
+    from ingestd.errors import EmbeddingSignal, GaveUp
 
-    if isinstance(exc, EmbeddingError):
+    if isinstance(exc, EmbeddingSignal | GaveUp):
         return f"embedding unavailable: {exc}"
     # What Qdrant's REST client raises when the server is down, slow or refuses (the store does
     # not use gRPC); embedded Qdrant fails with OSError or sqlite3 errors.
