@@ -6,16 +6,21 @@ import json
 import os
 import random
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 from corpus import document, dumps, write_transcript
 from procs import MODEL_DIR, DaemonProc, Proc, ingestd_env, load_average
 from tokenizers import Tokenizer
+
+from ingestd.ledger_db import key_bytes
+from ingestd.paths import LEDGER_FILE
 
 BENCH = Path(__file__).resolve().parent
 
@@ -325,10 +330,9 @@ def _large_once(work: Path, source: Path, size: int, window: float, extra: dict[
         peak = daemon.sampler.peak_since(since)
         store_after = daemon.sampler.children_rss()
         metrics = daemon.metrics()
-        record = _state_record(state, str(target))
+        offset = _committed_offset(state, str(target))
     finally:
         daemon.stop()
-    offset = int(record.get("resume_offset", 0)) if record else 0
     chunks = int(metrics.get("ingestd_chunks_embedded_total", 0))
     return {
         "store_process_growth_mb": round(store_after - store_before, 1),
@@ -348,13 +352,15 @@ def _large_once(work: Path, source: Path, size: int, window: float, extra: dict[
     }
 
 
-def _state_record(state: Path, key: str) -> dict[str, Any] | None:
+def _committed_offset(state: Path, key: str) -> int:
+    """Where the file's first chunk not yet stored begins, read from the running daemon's ledger
+    (read-only: WAL lets it see the last commit while the daemon writes)."""
     try:
-        files = json.loads((state / "state.json").read_text()).get("files", {})
-    except (OSError, ValueError):
-        return None
-    record = files.get(key)
-    return record if isinstance(record, dict) else None
+        with closing(sqlite3.connect(f"file:{state / LEDGER_FILE}?mode=ro", uri=True)) as conn:
+            row = conn.execute("SELECT resume_offset FROM files WHERE path = ?", (key_bytes(key),)).fetchone()
+    except sqlite3.Error:
+        return 0
+    return int(row[0]) if row else 0
 
 
 # --- 7. cold start and idle unload ----------------------------------------------------------

@@ -92,7 +92,6 @@ def env_for(root: Path, state: Path, **extra: str) -> dict[str, str]:
         LOG_FORMAT="json",
         LOG_LEVEL="DEBUG",
         PROGRESS_LOG_SECONDS="0",
-        STATE_FLUSH_SECONDS="0.3",
         WATCH_DEBOUNCE_MS="100",
         RECONCILE_SECONDS="2",
         # No embedding cache: a chunk re-embedded because of a kill must show as model work,

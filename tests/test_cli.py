@@ -21,7 +21,7 @@ def status_answer(redactions: dict[str, int], problems: dict[str, list[dict[str,
         "redactions": redactions,
         "model": {"fingerprint": "fastembed:minilm", "loaded": False},
         "store": {"location": "/tmp/state/qdrant", "available": True},
-        "state": {"path": "/tmp/state/state.json", "files": len(redactions) + 1},
+        "state": {"path": "/tmp/state/ledger.db", "files": len(redactions) + 1},
     }
 
 

@@ -29,6 +29,7 @@ from generators import ClaudeSession, dump, markdown_document, write_transcript
 from ingestd import cli
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from ledger_view import ledger_record
 
 
 @pytest.fixture
@@ -93,7 +94,7 @@ async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
     restarted = Engine(settings, provider=counting)
     await restarted.open("test")
     try:
-        record = restarted.state.get(str(doc))
+        record = restarted.ledger.get(str(doc))
         assert record is None or record.status != "done"  # never claimed done
         outcome = await ingest(restarted, doc, limit_s=60)
         assert outcome.status == "done" and outcome.chunks > 0
@@ -131,7 +132,7 @@ async def test_reconcile_catches_what_events_missed(daemon: Daemon) -> None:
 
 
 async def _present(daemon: Daemon, path: Path) -> bool:
-    record = daemon.engine.state.get(str(path))
+    record = daemon.engine.ledger.get(str(path))
     return record is not None and record.status == "done"
 
 
@@ -201,5 +202,5 @@ def test_daemon_subprocess_serves_cli_and_stops_on_sigterm(tmp_path: Path) -> No
             daemon.kill()
     log = daemon.stdout.read() if daemon.stdout else ""
     assert '"event": "daemon.stopped"' in log
-    state = json.loads((tmp_path / "state" / "state.json").read_text())
-    assert state["files"][str(path)]["status"] == "done"
+    record = ledger_record(tmp_path / "state", str(path))
+    assert record is not None and record.status == "done"

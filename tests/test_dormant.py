@@ -23,7 +23,9 @@ import pytest
 
 from conftest import make_settings, run_cli, start_cli, subprocess_env
 from ingestd.dormant import Dormant
-from ingestd.state import LOCK_FD_ENV, FileRecord, StateLocked, StateStore
+from ingestd.errors import StateLocked
+from ingestd.ledger import FileRecord, Ledger, Status
+from ingestd.paths import LOCK_FD_ENV
 
 HEAVY = ("qdrant_client", "fastembed", "onnxruntime", "numpy", "tokenizers", "semantic_text_splitter")
 
@@ -36,14 +38,14 @@ def test_the_dormant_image_imports_none_of_the_heavy_libraries() -> None:
 
 def test_the_lock_is_held_through_a_hand_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)
-    first = StateStore(tmp_path)
+    first = Ledger(tmp_path)
     first.lock("daemon")
     first.hand_off_lock()  # what the old image does just before exec()
     fd = int(os.environ[LOCK_FD_ENV])
     assert os.get_inheritable(fd)
     with pytest.raises(StateLocked):
         _foreign_lock(tmp_path)
-    adopted = StateStore(tmp_path)  # what the new image does
+    adopted = Ledger(tmp_path)  # what the new image does
     adopted.lock("daemon")
     assert LOCK_FD_ENV not in os.environ and not os.get_inheritable(fd)
     with pytest.raises(StateLocked):
@@ -55,7 +57,7 @@ def test_the_lock_is_held_through_a_hand_off(tmp_path: Path, monkeypatch: pytest
 def test_a_stale_lock_descriptor_is_not_adopted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with (tmp_path / "other").open("w") as other:
         monkeypatch.setenv(LOCK_FD_ENV, str(other.fileno()))
-        store = StateStore(tmp_path)
+        store = Ledger(tmp_path)
         store.lock("daemon")  # opens its own lock file; the unrelated descriptor stays open
         assert not other.closed and os.fstat(other.fileno())
         store.unlock()
@@ -64,8 +66,9 @@ def test_a_stale_lock_descriptor_is_not_adopted(tmp_path: Path, monkeypatch: pyt
 def _foreign_lock(state_dir: Path) -> None:
     """Another process's attempt, as a CLI command would make it (no inherited descriptor)."""
     code = (
-        "import sys; from pathlib import Path; from ingestd.state import StateStore, StateLocked\n"
-        f"try: StateStore(Path({str(state_dir)!r})).lock('cli')\n"
+        "import sys; from pathlib import Path\n"
+        "from ingestd.errors import StateLocked; from ingestd.ledger import Ledger\n"
+        f"try: Ledger(Path({str(state_dir)!r})).lock('cli')\n"
         "except StateLocked: sys.exit(3)\n"
     )
     env = {k: v for k, v in os.environ.items() if k != LOCK_FD_ENV}
@@ -105,9 +108,10 @@ sys.exit(main())
 async def _dormant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> tuple[Dormant, Any]:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)
     settings = make_settings(tmp_path, **overrides)
-    state = StateStore(settings.state_dir)
-    state.files[str(settings.documents_dirs[0] / "old.md")] = FileRecord(kind="documents", status="deleted")
-    state.save()
+    ledger = Ledger(settings.state_dir)
+    ledger.open()
+    ledger.rebuilt({str(settings.documents_dirs[0] / "old.md"): FileRecord("documents", Status.DELETED)})
+    ledger.close()
     dormant = Dormant(settings)
     task = asyncio.create_task(dormant.run())
     deadline = time.monotonic() + 20
@@ -119,7 +123,7 @@ async def _dormant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides:
 
 
 def _release(dormant: Dormant) -> None:
-    handle = dormant.state._handed_off
+    handle = dormant.ledger.handed_off_lock
     if handle is not None:
         handle.close()
 
@@ -131,7 +135,7 @@ async def test_a_change_wakes_the_dormant_daemon(tmp_path: Path, monkeypatch: py
         (dormant.settings.documents_dirs[0] / "new.md").write_text("# New\nSomething to ingest.\n")
         assert await asyncio.wait_for(task, 20) == 0
         assert dormant.next_mode == "daemon"
-        assert os.environ[LOCK_FD_ENV] == str(dormant.state._handed_off.fileno())
+        assert os.environ[LOCK_FD_ENV] == str(dormant.ledger.handed_off_lock.fileno())
         assert (dormant.settings.state_dir / "daemon.json").exists(), "kept for the next image"
     finally:
         _release(dormant)
@@ -176,7 +180,7 @@ async def test_a_stop_beats_a_wake_under_way(tmp_path: Path, monkeypatch: pytest
 
 async def test_a_missing_state_wakes_it_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)
-    dormant = Dormant(make_settings(tmp_path))  # no state.json: the full daemon must rebuild it
+    dormant = Dormant(make_settings(tmp_path))  # no ledger: the full daemon must rebuild it
     try:
         assert await asyncio.wait_for(dormant.run(), 20) == 0
         assert dormant.next_mode == "daemon"

@@ -89,7 +89,7 @@ async def test_metrics_cover_files_chunks_timings_and_condition(
     good.write_text(markdown_document(3, 4))
     transcript = settings.conversations_dirs[0] / "proj" / "s.jsonl"
     write_transcript(transcript, seed=5, exchanges=3)
-    state = daemon.engine.state
+    state = daemon.engine.ledger
     await until(lambda: all((r := state.get(str(p))) and r.status == "done" for p in (good, transcript)))
 
     counting.fail_next = 100  # the next file cannot be embedded: quarantined after one attempt
@@ -273,7 +273,7 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
         _, _, body = await get(daemon, "/metrics")
         assert samples(body)["ingestd_backlog_age_seconds"][0][1] >= 1.0
         gated.gate.set()
-        await until(lambda: (r := daemon.engine.state.get(str(path))) is not None and r.status == "done")
+        await until(lambda: (r := daemon.engine.ledger.get(str(path))) is not None and r.status == "done")
         await until(lambda: daemon.engine.pipeline.status().files_in_flight == 0)
         assert (await daemon.health_report())["oldest_pending_age_s"] == 0.0, "finished files are forgotten"
     finally:

@@ -15,8 +15,9 @@ from conftest import CountingProvider, make_settings
 from generators import write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
+from ingestd.ledger import FileRecord
 from ingestd.logs import configure_logging
-from ingestd.state import FileRecord
+from ledger_view import ledger_record
 
 
 async def run_until(daemon: Daemon, condition: Any, limit: float = 60.0) -> None:
@@ -60,8 +61,9 @@ async def test_idle_daemon_stays_awake_when_it_must(
     daemon = Daemon(settings, engine=Engine(settings, provider=counting))
 
     def unloaded() -> bool:
-        if why == "a file waits for a retry" and counting.texts:  # after the file, before idle
-            daemon.engine.state.files["/gone.jsonl"] = FileRecord(kind="conversations", reason="store down")
+        waiting = daemon.engine.ledger.get("/gone.jsonl") is not None
+        if why == "a file waits for a retry" and counting.texts and not waiting:  # after the file
+            daemon.engine.ledger.begin("/gone.jsonl", FileRecord(kind="conversations", reason="store down"))
         return any(e["event"] == "model.unloaded" for e in logs)
 
     configure_logging("INFO", "json")
@@ -85,5 +87,5 @@ async def test_memory_over_the_limit_pauses_trims_and_recycles(
     event = next(e for e in logs if e["event"] == "memory.high")
     assert event["limit_mb"] == 64 and event["outcome"] in ("trimmed", "model recycled")
     assert daemon.intake.is_set(), "intake resumes after the check"
-    record = daemon.engine.state.get(str(settings.conversations_dirs[0] / "p" / "s.jsonl"))
+    record = ledger_record(settings.state_dir, str(settings.conversations_dirs[0] / "p" / "s.jsonl"))
     assert record is not None and record.status == "done"

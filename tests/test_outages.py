@@ -34,6 +34,7 @@ from generators import markdown_document, write_transcript
 from ingestd.embedding import EmbeddingError
 from ingestd.engine import Engine
 from ingestd.pipeline import FileJob
+from ledger_view import ledger_records
 
 
 class StoreFaults:
@@ -87,6 +88,13 @@ async def _start(engine: Engine, *paths: Path) -> list[FileJob]:
     return jobs
 
 
+def _recorded_chunks(engine: Engine, job: FileJob) -> int:
+    """The chunk count the ledger holds for a finished pass (the job's record is its start)."""
+    record = engine.ledger.get(job.key)
+    assert record is not None, job.key
+    return record.chunks
+
+
 async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Events) -> None:
     engine, faults = faulty
     transcript, document = _files(engine)
@@ -98,17 +106,16 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
 
     await until(lambda: retried(8))
     # While it is down: status is truthful, nothing advanced, nothing crashed.
-    assert engine.pipeline.store_available is False
+    assert engine.pipeline.status().store_available is False
     status = await engine.status()
     assert status["store"]["available"] is False
-    assert "store upsert" in str(engine.pipeline.last_error)
+    assert "store upsert" in str(engine.pipeline.status().last_error)
     for path in (transcript, document):
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.status == "pending" and record.resume_offset == 0
         assert record.chunks == 0
-    engine.save_state()
-    on_disk = json.loads(engine.state.path.read_text())
-    assert {r["status"] for r in on_disk["files"].values()} == {"pending"}
+    on_disk = ledger_records(engine.settings.state_dir)  # what another process reads: committed rows
+    assert {r.status for r in on_disk.values()} == {"pending"}
     assert all(not job.done.is_set() for job in jobs)
 
     retries = [e for e in events() if e["event"] == "store.retry"]
@@ -125,10 +132,10 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
     faults.down = False
     await asyncio.wait_for(asyncio.gather(*(job.done.wait() for job in jobs)), 60)
     assert [job.outcome.status for job in jobs if job.outcome] == ["done", "done"]
-    assert engine.pipeline.store_available is True and (await engine.status())["store"]["available"]
+    assert engine.pipeline.status().store_available is True and (await engine.status())["store"]["available"]
     assert any(e["event"] == "store.recovered" for e in events())
     for job, kind in zip(jobs, ("conversations", "documents"), strict=True):
-        assert await stored_points(engine.store, kind, job.key) == job.record.chunks > 0
+        assert await stored_points(engine.store, kind, job.key) == _recorded_chunks(engine, job) > 0
 
 
 async def test_hanging_and_half_landed_batches(
@@ -147,9 +154,9 @@ async def test_hanging_and_half_landed_batches(
     for job, kind in zip(jobs, ("conversations", "documents"), strict=True):
         rows = await engine.store.scroll_all(kind, ["path", "ordinal"])
         ordinals = sorted(p["ordinal"] for _, p in rows if p["path"] == job.key)
-        assert ordinals == list(range(job.record.chunks)), ordinals
+        assert ordinals == list(range(_recorded_chunks(engine, job))), ordinals
     # Retrying the store never re-embeds: every chunk was embedded once.
-    assert len(counting.texts) == sum(job.record.chunks for job in jobs)
+    assert len(counting.texts) == sum(_recorded_chunks(engine, job) for job in jobs)
 
 
 # --- embedding failures ------------------------------------------------------------------------
@@ -201,7 +208,7 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         # One mixed batch, then the culprit alone within the budget of RETRY_MAX_ATTEMPTS.
         assert provider.mixed_calls == 1
         assert provider.poisoned_calls == 1 + settings.retry_max_attempts
-        record = engine.state.get(str(poison))
+        record = engine.ledger.get(str(poison))
         assert record is not None and record.status == "quarantined"
         assert record.attempts == 1 and record.updated_at >= before
         assert "after 3 attempts" in (record.reason or "") and "rejects this text" in (record.reason or "")
@@ -222,7 +229,8 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         assert isinstance(job, FileJob)
         await job.done.wait()
         assert job.outcome is not None and job.outcome.status == "done"
-        assert await stored_points(engine.store, "documents", str(poison)) == job.record.chunks > 0
+        stored = await stored_points(engine.store, "documents", str(poison))
+        assert stored == _recorded_chunks(engine, job) > 0
     finally:
         await engine.close()
 
@@ -257,8 +265,7 @@ async def test_retry_cli_requeues_a_quarantined_file(tmp_path: Path, counting: C
     assert json.loads(retried.stdout)["retried"] == [str(poison)]
     imported = await asyncio.to_thread(run_cli, env, "import", cwd=tmp_path)  # the model is healthy now
     assert imported.returncode == 0, imported.stderr
-    body = json.loads(settings.state_file.read_text())
-    assert body["files"][str(poison)]["status"] == "done"
+    assert ledger_records(settings.state_dir)[str(poison)].status == "done"
 
 
 # --- server mode, store unreachable ------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from conftest import run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
+from ledger_view import ledger_records
 
 FILES = 12
 
@@ -58,19 +60,19 @@ def _status(env: dict[str, str], cwd: Path) -> dict[str, Any]:
 
 def _done_on_disk(tmp_path: Path) -> int:
     try:
-        files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
-    except (OSError, ValueError):
+        files = ledger_records(tmp_path / "state")
+    except sqlite3.Error:  # the daemon is still creating it
         return 0
-    return sum(1 for r in files.values() if r["status"] == "done")
+    return sum(1 for r in files.values() if r.status == "done")
 
 
 def _half_done(tmp_path: Path) -> list[tuple[str, int, int]]:
     """Files recorded `done` without having been read to their end (none of these grows)."""
-    files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
+    files = ledger_records(tmp_path / "state")
     return [
-        (path, record["offset"], os.path.getsize(path))
+        (path, record.offset, os.path.getsize(path))
         for path, record in files.items()
-        if record["status"] == "done" and record["offset"] != os.path.getsize(path)
+        if record.status == "done" and record.offset != os.path.getsize(path)
     ]
 
 
@@ -92,7 +94,7 @@ def _stop(process: subprocess.Popen[bytes]) -> float:
 
 
 def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp_path: Path) -> None:
-    env = subprocess_env(tmp_path, STATE_FLUSH_SECONDS="0.2")
+    env = subprocess_env(tmp_path)
     paths = _corpus(tmp_path)
     first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
     process = _start(env, tmp_path, first_log)
@@ -106,8 +108,8 @@ def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp
         assert _stop(process) < 10
         events = _events(first_log)
         assert events[-1]["event"] == "daemon.stopped"
-        interrupted = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
-        assert sum(1 for r in interrupted.values() if r["status"] == "done") < len(paths)
+        interrupted = ledger_records(tmp_path / "state")
+        assert sum(1 for r in interrupted.values() if r.status == "done") < len(paths)
         assert not _half_done(tmp_path), "SIGTERM marked a half-read file done"
 
         process = _start(env, tmp_path, second_log)
@@ -133,8 +135,8 @@ def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp
         if process.poll() is None:
             process.kill()
             process.wait()
-    state = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
-    assert {state[str(p)]["status"] for p in paths} == {"done"}
+    state = ledger_records(tmp_path / "state")
+    assert {state[str(p)].status for p in paths} == {"done"}
     assert not _half_done(tmp_path)
     points = {name.split("-")[1]: count for name, count in after["points"].items()}
     reference = _reference_points(tmp_path)
@@ -143,8 +145,8 @@ def test_sigterm_mid_import_then_restart_loses_nothing_and_sighup_is_ignored(tmp
 
 def test_sigterm_mid_import_command_settles_and_the_same_command_resumes(tmp_path: Path) -> None:
     """`docker compose run ingestd import` stopped by `docker stop`: the command used to die of
-    the signal; it now settles the batch in flight, writes the state and says how to resume."""
-    env = subprocess_env(tmp_path, STATE_FLUSH_SECONDS="60")  # the state on disk comes from the stop
+    the signal; it now settles the batch in flight, commits it to the ledger and says how to resume."""
+    env = subprocess_env(tmp_path)
     paths = _corpus(tmp_path)
     log = tmp_path / "import.log"
     process = start_cli(env, "import", cwd=tmp_path, stdout=log.open("wb"), stderr=subprocess.PIPE)
@@ -165,8 +167,8 @@ def test_sigterm_mid_import_command_settles_and_the_same_command_resumes(tmp_pat
     assert b"interrupted by SIGTERM" in stderr and b"run the same command again" in stderr, stderr
     stops = [e for e in _events(log) if e["event"] == "import.interrupted"]
     assert len(stops) == 1 and stops[0]["outcome"] == "interrupted" and stops[0]["files_left"] > 0
-    files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
-    done = {path for path, record in files.items() if record["status"] == "done"}
+    files = ledger_records(tmp_path / "state")
+    done = {path for path, record in files.items() if record.status == "done"}
     assert done >= {e["path"] for e in _events(log) if e["event"] == "file.ingested"}, (
         "a finished file was lost"
     )
@@ -174,10 +176,10 @@ def test_sigterm_mid_import_command_settles_and_the_same_command_resumes(tmp_pat
 
     again = run_cli(env, "import", cwd=tmp_path, timeout=300)
     assert again.returncode == 0, again.stderr
-    files = json.loads((tmp_path / "state" / "state.json").read_text())["files"]
-    assert {files[str(p)]["status"] for p in paths} == {"done"}
+    files = ledger_records(tmp_path / "state")
+    assert {files[str(p)].status for p in paths} == {"done"}
     chunks = {
-        kind: sum(r["chunks"] for r in files.values() if r["kind"] == kind)
+        kind: sum(r.chunks for r in files.values() if r.kind == kind)
         for kind in ("conversations", "documents")
     }
     points = {name.split("-")[1]: count for name, count in _status(env, tmp_path)["points"].items()}

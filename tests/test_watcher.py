@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from conftest import captured_logs, make_settings, until
+from ingestd.ledger import Ledger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
-from ingestd.state import StateStore
 from ingestd.supervision import Supervisor
 from ingestd.watcher import START_MARGIN, Watcher
 from ingestd.workqueue import WorkQueue
@@ -24,10 +24,18 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield captured
 
 
+def opened_ledger(settings: Settings) -> Ledger:
+    """An empty ledger, as a first start has: every file found is new."""
+    ledger = Ledger(settings.state_dir)
+    ledger.open()
+    return ledger
+
+
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[Watcher]:
     settings = make_settings(tmp_path, watch_probe_seconds=0, watch_poll_delay_ms=100)
-    watcher = Watcher(settings, WorkQueue(), StateStore(settings.state_dir), metrics=Metrics())
+    ledger = opened_ledger(settings)
+    watcher = Watcher(settings, WorkQueue(), ledger, metrics=Metrics())
     watcher.grace = 1.0  # the default allows 5 s for an event; the test waits for its own
     supervisor = Supervisor()
     watcher.start(supervisor)
@@ -36,6 +44,7 @@ async def running(tmp_path: Path) -> AsyncIterator[Watcher]:
     yield watcher
     watcher.stop()
     await supervisor.stop()
+    ledger.close()
     assert supervisor.crashed() is None
 
 
@@ -90,7 +99,8 @@ async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -
     settings: Settings = make_settings(tmp_path, watch_probe_seconds=0)
     before = settings.documents_dirs[0].resolve() / "before.md"
     before.write_text("# Written before the watcher started\n")
-    watcher = Watcher(settings, WorkQueue(), StateStore(settings.state_dir))
+    ledger = opened_ledger(settings)
+    watcher = Watcher(settings, WorkQueue(), ledger)
     watcher.grace = 1.0
     supervisor = Supervisor()
     watcher.start(supervisor)
@@ -108,6 +118,7 @@ async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -
     finally:
         watcher.stop()
         await supervisor.stop()
+        ledger.close()
 
 
 async def test_probe_writes_next_to_the_state_only(
