@@ -71,10 +71,11 @@ class Pipeline:
             settings.chunk, lambda: provider.counter, redactor, self.gateway, embed.embed_batch_size,
             chunks, commits, metrics,
         )  # fmt: skip
+        self.policy = RetryPolicy(embed.retry_max_attempts, backoff)  # searches use it too
         self.embedder = EmbedStage(
             provider,
             cache,
-            RetryPolicy(embed.retry_max_attempts, backoff),
+            self.policy,
             embed.embed_batch_size,
             embed.embed_batch_max_tokens,
             embed.retry_backoff_max_seconds,
