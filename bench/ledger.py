@@ -129,7 +129,7 @@ def measure_json(directory: Path, files: int, rounds: int = 5) -> dict[str, Any]
 
 
 def _as_json(record: FileRecord) -> dict[str, Any]:
-    return {name: getattr(record, name) for name in FileRecord.__slots__}  # type: ignore[attr-defined]
+    return {name: getattr(record, name) for name in FileRecord.__slots__}
 
 
 def ledger_against_json(files: int, samples: int) -> dict[str, Any]:

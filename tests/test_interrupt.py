@@ -334,7 +334,7 @@ async def test_markdown_resumed_mid_file_keeps_heading_and_fence_state(uncached:
     assert record is not None
     # As a pass interrupted there leaves it: later chunks not stored, the record pointing at it.
     await engine.store.delete_file("documents", str(path), record.generation, ordinal)
-    record.status = "pending"
+    record.status = Status.PENDING
     record.resume_offset, record.resume_ordinal = offset, ordinal
     record.resume_line = data[:offset].count(b"\n") + 1
     engine.ledger.begin(str(path), record)
