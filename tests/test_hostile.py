@@ -22,13 +22,14 @@ from typing import Any
 import psutil
 import pytest
 
-import ingestd.pipeline
 import ingestd.reader
+import ingestd.stages.read
 from conftest import CountingProvider, Events, make_settings, run_cli, start_cli, subprocess_env
 from generators import markdown_document, write_transcript
 from hostile_corpus import KINDS, MB, Kind, Options, build, permission_denied, swap_body
 from ingestd.engine import Engine
 from ingestd.pipeline import FileJob, Outcome
+from ledger_view import ledger_records
 
 FILE_EVENTS = ("file.ingested", "file.skipped", "file.failed", "file.quarantined", "file.deleted")
 _BASE64_RUN = re.compile(r"[A-Za-z0-9+/]{200,}={0,2}")  # an image's data, not prose
@@ -55,7 +56,7 @@ async def ingest(engine: Engine, path: Path) -> Outcome | None:
 
 def _hook_reads(monkeypatch: pytest.MonkeyPatch, target: Path, kind: Kind) -> list[int]:
     """Strike the file after the reader has yielded its first line (a real read in progress)."""
-    original = ingestd.reader.read_lines  # what the pipeline calls, kept to delegate to
+    original = ingestd.reader.read_lines  # what the read stage calls, kept to delegate to
     struck: list[int] = []
     action = kind.during_read
     assert action is not None
@@ -69,7 +70,7 @@ def _hook_reads(monkeypatch: pytest.MonkeyPatch, target: Path, kind: Kind) -> li
                 struck.append(1)
                 await asyncio.to_thread(action, target)
 
-    monkeypatch.setattr(ingestd.pipeline, "read_lines", read_lines)
+    monkeypatch.setattr(ingestd.stages.read, "read_lines", read_lines)
     return struck
 
 
@@ -147,7 +148,7 @@ async def _run_kind(
 
     # The controls are untouched by their hostile neighbour: what a lone, clean ingest stores.
     for path, kind_name in ((control_transcript, "conversations"), (control_document, "documents")):
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.status == "done", (path, record)
         if kind_name not in _CONTROL_TEXTS:
             _CONTROL_TEXTS[kind_name] = await _clean_texts(engine, kind_name, path)
@@ -168,14 +169,14 @@ async def _run_kind(
     if kind.name == "ten_thousand_tiny_files":
         assert elapsed < 1500, f"10,000 tiny files took {elapsed:.0f}s"
         assert sum(1 for e in logged if e["event"] == "file.ingested") >= len(paths)
-        assert engine.state.summary().get("done", 0) >= len(paths)
+        assert engine.ledger.summary().get("done", 0) >= len(paths)
 
     health = await engine.store.ping()
     assert health, "the store must still answer"
 
 
 def _check_recorded(engine: Engine, kind: Kind, path: Path, logged: list[dict[str, Any]]) -> None:
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None, f"{path!s} not recorded in the state"
     assert record.status == kind.status, (record.status, record.reason)
     if kind.reason and kind.event.startswith("file.") and kind.status != "done":
@@ -203,7 +204,7 @@ async def _kind_specific(
         assert texts and not runs, f"base64 stored: {[run[:40] for run in runs[:3]]}"
         assert any("screenshot of the failing page" in text for _, text in texts), "its caption is kept"
     elif name == "transcript_last_line_without_newline":
-        record = engine.state.get(str(target))
+        record = engine.ledger.get(str(target))
         assert record is not None and record.offset < target.stat().st_size
         assert all("never finished" not in t for _, t in await _texts(engine, "conversations", target))
     elif name in ("document_without_final_newline", "cr_only_line_endings"):
@@ -266,10 +267,10 @@ def _permission_denied_as_root(tmp_path: Path) -> None:
     failed = [e for e in mine if e["event"] in FILE_EVENTS]
     assert [e["event"] for e in failed] == ["file.failed"], mine
     assert "permission denied" in failed[0]["reason"], mine
-    body = json.loads((state / "state.json").read_text())
-    assert body["files"][str(locked)]["status"] == "failed"
-    assert "permission denied" in body["files"][str(locked)]["reason"]
-    assert body["files"][str(docs / "readable.md")]["status"] == "done"
+    records = ledger_records(state)
+    assert records[str(locked)].status == "failed"
+    assert "permission denied" in (records[str(locked)].reason or "")
+    assert records[str(docs / "readable.md")].status == "done"
 
 
 def test_rss_stays_bounded_over_the_whole_corpus(tmp_path: Path) -> None:
@@ -312,7 +313,6 @@ def test_rss_stays_bounded_over_the_whole_corpus(tmp_path: Path) -> None:
     assert not [e for e in logged if e["event"] == "file.error"], "no file may escape the pipeline's handling"
     assert b"imported" in stderr
     assert 0 < peak[0] < RSS_CEILING_MB, f"peak RSS {peak[0]:.0f} MB"
-    body = json.loads((state / "state.json").read_text())
-    statuses = {path: record["status"] for path, record in body["files"].items()}
+    statuses = {path: record.status for path, record in ledger_records(state).items()}
     assert sum(1 for s in statuses.values() if s == "done") >= 200
     print(f"peak RSS {peak[0]:.0f} MB over {len(statuses)} files")
