@@ -136,7 +136,7 @@ async def pipeline_efficiency(
     """
     from fastembed import TextEmbedding
 
-    provider = FastEmbedProvider(bench_settings(work / "provider", corpus))
+    provider = FastEmbedProvider(bench_settings(work / "provider", corpus).embed)
     await provider.embed_documents(["warm-up"])
     with provider._lock:  # the daemon's own session
         session = provider._load()

@@ -57,8 +57,9 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Tests must not pick up a developer's .env or exported settings."""
+    names = set(Settings.env_names())
     for name in list(os.environ):
-        if name in Settings.model_fields or name.lower() in Settings.model_fields:
+        if name.upper() in names:
             monkeypatch.delenv(name, raising=False)
     yield
 
@@ -66,7 +67,7 @@ def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def provider(tmp_path_factory: pytest.TempPathFactory) -> FastEmbedProvider:
     settings = make_settings(tmp_path_factory.mktemp("provider"))
-    return FastEmbedProvider(settings)
+    return FastEmbedProvider(settings.embed)
 
 
 class CountingProvider(EmbeddingProvider):

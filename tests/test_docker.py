@@ -40,7 +40,7 @@ PINNED = re.compile(r"^[\w./-]+:v?\d+\.\d+\.\d+[\w.-]*$")
 
 
 def settings_names() -> set[str]:
-    return {name.upper() for name in Settings.model_fields}
+    return set(Settings.env_names())
 
 
 def test_hadolint_passes_without_warnings() -> None:
@@ -147,7 +147,7 @@ def test_compose_environment_names_are_settings() -> None:
     assert env["STATE_DIR"] == "/app/state"
     # The values parse as settings (a typo in a value would stop the container at start-up).
     values = {name.lower(): value for name, value in env.items()}
-    Settings(_env_file=None, **values)  # type: ignore[arg-type]
+    Settings(_env_file=None, **values)
     # What the image and the compose file both set, they set alike.
     image_env = runtime_stage().env()
     for name in set(env) & set(image_env):

@@ -18,7 +18,7 @@ from ingestd.embedding.fastembed_provider import FastEmbedProvider
 def two_calls(tmp_path_factory: pytest.TempPathFactory) -> FastEmbedProvider:
     """Two calls at a time on one ONNX thread each, whatever this machine's CPUs."""
     settings = make_settings(tmp_path_factory.mktemp("two"), thread_pool_workers=2, onnx_threads=1)
-    return FastEmbedProvider(settings)
+    return FastEmbedProvider(settings.embed)
 
 
 def texts(count: int) -> list[str]:
@@ -40,7 +40,7 @@ def test_calls_and_threads_follow_the_cpus(tmp_path: Path, monkeypatch: pytest.M
     for (cpus, workers, threads), expected in shapes.items():
         monkeypatch.setattr(fastembed_provider, "available_cpus", lambda cpus=cpus: cpus)
         settings = make_settings(tmp_path, thread_pool_workers=workers, onnx_threads=threads)
-        provider = FastEmbedProvider(settings)
+        provider = FastEmbedProvider(settings.embed)
         assert (provider.concurrency, provider.threads) == expected, (cpus, workers, threads)
 
 

@@ -156,7 +156,7 @@ def test_split_unit_pieces_count_only_their_placeholders(tmp_path: Path) -> None
     from ingestd.embedding.voyage import VoyageProvider
 
     settings = make_settings(tmp_path, embedding_provider="voyage", voyage_api_key="pa-test-key-0123456789")
-    counter = VoyageProvider(settings).counter
+    counter = VoyageProvider(settings.embed).counter
     secrets = " ".join(f"password={n}x{'y' * 6}" for n in range(3))
     text, count = redact(secrets + " " + "filler words " * 200)
     unit = Unit(

@@ -65,7 +65,7 @@ async def test_hybrid_ranks_the_exact_twin_first(tmp_path: Path, counting: Count
         for path in notes:
             assert (await ingest(engine, path)).status == "done"
         hybrid = await rank_of_each(engine, notes)
-        engine.settings.search_mode = "dense"
+        engine.settings.store.search_mode = "dense"  # the store reads its section at each search
         dense = await rank_of_each(engine, notes)
     assert hybrid == [1] * len(notes), hybrid
     assert dense.count(1) < len(notes), f"dense alone already ranks every twin first: {dense}"

@@ -155,4 +155,5 @@ class _Never(CountingProvider):
     def __init__(self) -> None:
         from ingestd.embedding.fastembed_provider import FastEmbedProvider
 
-        super().__init__(FastEmbedProvider(make_settings(Path(os.environ.get("TMPDIR", "/tmp")) / "never")))
+        settings = make_settings(Path(os.environ.get("TMPDIR", "/tmp")) / "never")
+        super().__init__(FastEmbedProvider(settings.embed))

@@ -1,8 +1,8 @@
 """`.env.example`, the Settings class and the README table say the same thing.
 
 `.env.example` explains each setting; `python -m ingestd.settings_doc --write` renders the README
-table from it. A new setting fails here until it is written there, under its group, with its
-default.
+table from it. A new setting fails here until it is written there, under its section's group, with
+its default.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from containerfiles import COMPOSE, REPO, compose_environment
 from ingestd import settings_doc
-from ingestd.settings import Settings
+from ingestd.settings import SECTIONS, Settings
 
 ENV_EXAMPLE = REPO / ".env.example"
 README = REPO / "README.md"
@@ -21,12 +21,12 @@ def test_env_example_lists_every_setting_with_its_default_and_group() -> None:
     assert settings_doc.problems(ENV_EXAMPLE) == []
 
 
-def test_env_example_groups_follow_the_settings_banners() -> None:
+def test_env_example_groups_are_the_sections_in_order() -> None:
     groups = settings_doc.source_groups()
-    assert set(groups) == set(Settings.model_fields), "every field sits under a banner"
-    order = list(dict.fromkeys(groups[name] for name in Settings.model_fields))
+    assert set(groups) == set(Settings.flat_fields()), "every setting belongs to a section"
+    order = [section.TITLE for section in SECTIONS.values()]
     example = list(dict.fromkeys(entry.group for entry in settings_doc.parse_env_example(ENV_EXAMPLE)))
-    assert example == [*order, settings_doc.COMPOSE_GROUP], "settings' groups, then the compose-only one"
+    assert example == [*order, settings_doc.COMPOSE_GROUP], "the sections' groups, then the compose-only one"
 
 
 def test_an_untouched_copy_of_env_example_changes_nothing(tmp_path: Path) -> None:
@@ -43,12 +43,12 @@ def test_readme_table_is_rendered_from_env_example() -> None:
     assert settings_doc.readme_with_table(readme, table) == readme, (
         "README settings table is stale: run `python -m ingestd.settings_doc --write`"
     )
-    for name in Settings.model_fields:
-        assert f"| `{name.upper()}` |" in readme
+    for name in Settings.env_names():
+        assert f"| `{name}` |" in readme
 
 
 def test_compose_sets_only_setting_names() -> None:
-    names = {name.upper() for name in Settings.model_fields}
+    names = set(Settings.env_names())
     assert set(compose_environment()) <= names
 
 
@@ -57,7 +57,7 @@ def test_compose_only_variables_are_listed_with_the_compose_defaults() -> None:
     entries = settings_doc.parse_env_example(ENV_EXAMPLE)
     listed = {e.name: e.value for e in entries if e.group == settings_doc.COMPOSE_GROUP}
     used = settings_doc.compose_variables(COMPOSE)
-    settings_names = {name.upper() for name in Settings.model_fields}
+    settings_names = set(Settings.env_names())
     assert {"HEALTH_HOST_PORT", "CONVERSATIONS_HOST_DIR", "DOCUMENTS_HOST_DIR", "INGESTD_UID"} <= set(listed)
     assert set(used) - settings_names == set(listed)
     assert all(used[name] == value for name, value in listed.items())
@@ -81,11 +81,11 @@ def test_provider_dependent_defaults_are_left_to_the_provider(tmp_path: Path) ->
     entries = {e.name: e for e in settings_doc.parse_env_example(ENV_EXAMPLE)}
     for name in Settings.PROVIDER_DEPENDENT:
         entry = entries[name.upper()]
-        assert entry.unset and entry.value == settings_doc.default_text(Settings.model_fields[name])[0]
+        assert entry.unset and entry.value == settings_doc.default_text(Settings.flat_fields()[name])[0]
     copy = tmp_path / ".env"
     text = ENV_EXAMPLE.read_text().replace("EMBEDDING_PROVIDER=fastembed", "EMBEDDING_PROVIDER=voyage")
     copy.write_text(text.replace("# VOYAGE_API_KEY=", "VOYAGE_API_KEY=pa-x"))
-    voyage = Settings(_env_file=copy)
+    voyage = Settings(_env_file=copy).embed
     assert voyage.embedding_model == "voyage-3.5"
     assert (voyage.embed_batch_size, voyage.embed_batch_max_tokens) == (1000, 304_000)
 

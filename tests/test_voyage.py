@@ -20,19 +20,18 @@ from conftest import Events, ingest, make_settings
 from generators import dump, markdown_document, write_transcript
 from ingestd.embedding import build_provider
 from ingestd.embedding.voyage import (
-    MAX_TEXTS,
-    PROMPT_OVERHEAD,
     RateLimiter,
     VoyageProvider,
     estimate_tokens,
     parse_retry_after,
     plan_batches,
 )
+from ingestd.embedding.voyage_models import MAX_TEXTS, PROMPT_OVERHEAD
 from ingestd.engine import Engine
-from ingestd.errors import Fatal, GaveUp, Rejected, RetryLater
+from ingestd.errors import ConfigError, Fatal, GaveUp, Rejected, RetryLater
 from ingestd.pipeline import FileJob
 from ingestd.retry import Backoff, RetryPolicy
-from ingestd.settings import ConfigError, Settings, load_settings
+from ingestd.settings import Settings, load_settings
 from voyage_server import Fault, VoyageServer, vector_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -79,7 +78,7 @@ def voyage_settings(tmp: Path, server: VoyageServer, **overrides: Any) -> Settin
 
 @pytest.fixture
 async def voyage(tmp_path: Path, server: VoyageServer) -> AsyncIterator[VoyageProvider]:
-    provider = VoyageProvider(voyage_settings(tmp_path, server))
+    provider = VoyageProvider(voyage_settings(tmp_path, server).embed)
     yield provider
     await provider.close()
 
@@ -147,7 +146,7 @@ def test_voyage_batch_defaults_are_one_full_request(tmp_path: Path) -> None:
 
 
 def test_identity_and_batch_planning(tmp_path: Path, server: VoyageServer) -> None:
-    provider = build_provider(voyage_settings(tmp_path, server, voyage_output_dimension=512))
+    provider = build_provider(voyage_settings(tmp_path, server, voyage_output_dimension=512).embed)
     assert isinstance(provider, VoyageProvider)
     assert provider.fingerprint == "voyage:voyage-3.5:512" and provider.dimension == 512
     assert provider.collection_slug == "voyage-voyage-3-5-512"
@@ -175,7 +174,7 @@ async def test_vectors_input_types_and_dimension(voyage: VoyageProvider, server:
 
 
 async def test_fixed_dimension_model_sends_no_output_dimension(tmp_path: Path, server: VoyageServer) -> None:
-    provider = VoyageProvider(voyage_settings(tmp_path, server, embedding_model="voyage-3"))
+    provider = VoyageProvider(voyage_settings(tmp_path, server, embedding_model="voyage-3").embed)
     try:
         assert len(await provider.embed_query("x")) == 1024
         assert server.requests[0].output_dimension is None
@@ -184,7 +183,7 @@ async def test_fixed_dimension_model_sends_no_output_dimension(tmp_path: Path, s
 
 
 async def test_batches_stay_within_text_and_token_caps(tmp_path: Path, server: VoyageServer) -> None:
-    provider = VoyageProvider(voyage_settings(tmp_path, server, embedding_model="voyage-3-large"))
+    provider = VoyageProvider(voyage_settings(tmp_path, server, embedding_model="voyage-3-large").embed)
     try:
         many = [f"short text {i}" for i in range(2500)]
         assert len(await provider.embed_documents(many)) == 2500
@@ -227,7 +226,7 @@ async def test_token_400_split_never_loops(voyage: VoyageProvider, server: Voyag
 
 
 async def test_5xx_and_429_retried_with_backoff(tmp_path: Path, server: VoyageServer) -> None:
-    provider = VoyageProvider(voyage_settings(tmp_path, server))
+    provider = VoyageProvider(voyage_settings(tmp_path, server).embed)
     server.fail(500)
     server.fail(503, retry_after="1")
     server.fail(429)
@@ -285,7 +284,7 @@ async def test_auth_failure_is_fatal_and_stops_calling(
     tmp_path: Path, server: VoyageServer, status: int
 ) -> None:
     key = "pa-WrongKey0123456789abcdef" if status == 401 else server.api_key
-    provider = VoyageProvider(voyage_settings(tmp_path, server, voyage_api_key=key))
+    provider = VoyageProvider(voyage_settings(tmp_path, server, voyage_api_key=key).embed)
     if status == 403:
         server.fail(403, detail="Forbidden")
     try:

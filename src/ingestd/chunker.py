@@ -19,6 +19,7 @@ from typing import Any
 from semantic_text_splitter import MarkdownSplitter, TextSplitter
 from tokenizers import Tokenizer
 
+from ingestd import protocols
 from ingestd.parsers.units import Unit
 
 Splitter = MarkdownSplitter | TextSplitter
@@ -91,7 +92,12 @@ class TokenCounter:
 
 class Packer:
     def __init__(
-        self, counter: TokenCounter, max_tokens: int, overlap: int, markdown: bool, first_ordinal: int
+        self,
+        counter: protocols.TokenCounter,
+        max_tokens: int,
+        overlap: int,
+        markdown: bool,
+        first_ordinal: int,
     ) -> None:
         self.counter = counter
         self.budget = max_tokens - SPECIAL_TOKENS

@@ -18,8 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from ingestd.errors import ConfigError
 from ingestd.logs import configure_logging, mask, register_secret
-from ingestd.settings import ConfigError, Settings, load_settings
+from ingestd.settings import EmbedSettings, OpsSettings, Settings, load_settings
 from ingestd.state import DAEMON_FILE, LOCK_FILE, StateLocked
 from ingestd.system import STOP_SIGNALS, network_namespace, reexec, tune_malloc
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(stop, _exit_cleanly)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     quiet = args.command in ("status", "search") and not args.verbose
-    configure_logging("WARNING" if quiet else settings.log_level, settings.log_format)
+    configure_logging("WARNING" if quiet else settings.ops.log_level, settings.ops.log_format)
     try:
         result: int = asyncio.run(_dispatch(args, settings))
         if getattr(args, "next_mode", None) is not None:
@@ -56,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from ingestd.embedding.model_files import ModelUnavailable
-        from ingestd.pipeline import StageCrashed
+        from ingestd.errors import ModelUnavailable, StageCrashed
         from ingestd.store import ModelMismatch
 
         if isinstance(exc, ModelMismatch | ModelUnavailable):
@@ -76,7 +76,7 @@ def _exit_cleanly(signum: int, _: object) -> None:
 
 def _register_secrets(settings: Settings) -> None:
     """Let `mask` know the configured keys here too: a CLI talking to a daemon opens no engine."""
-    for secret in (settings.qdrant_api_key, settings.voyage_api_key):
+    for secret in (settings.store.qdrant_api_key, settings.embed.voyage_api_key):
         register_secret(secret.get_secret_value() if secret else None)
 
 
@@ -113,14 +113,14 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         args.next_mode = runner.next_mode  # main re-executes once the event loop is closed
         return code
     if command == "model":
-        return _prepare_model(settings)
+        return _prepare_model(settings.embed)
     if command == "import":
         from ingestd.importer import run_import
 
         return await run_import(settings, args.paths, args.kind)
     params = _params(args)
-    if _daemon_address(settings) is not None:
-        answer = _call_daemon(settings, command, params)
+    if _daemon_address(settings.ops) is not None:
+        answer = _call_daemon(settings.ops, command, params)
     else:
         answer = await _call_locally(settings, command, params)
     return _print(command, answer, getattr(args, "json", False))
@@ -147,7 +147,7 @@ def _params(args: argparse.Namespace) -> dict[str, Any]:
     return {}
 
 
-def _daemon_address(settings: Settings) -> str | None:
+def _daemon_address(settings: OpsSettings) -> str | None:
     """The running daemon's URL, if one holds the state directory."""
     info_file = settings.state_dir / DAEMON_FILE
     lock_file = settings.state_dir / LOCK_FILE
@@ -174,7 +174,7 @@ def _reachable_address(info: dict[str, Any]) -> str:
     return f"http://{host}:{port}"
 
 
-def _call_daemon(settings: Settings, command: str, params: dict[str, Any]) -> dict[str, Any]:
+def _call_daemon(settings: OpsSettings, command: str, params: dict[str, Any]) -> dict[str, Any]:
     """Ask the daemon; while it starts or wakes (503 with Retry-After, or the port briefly
     closed during its re-exec) ask again, for up to DAEMON_WAIT_SECONDS."""
     deadline = time.monotonic() + DAEMON_WAIT_SECONDS
@@ -304,7 +304,7 @@ def _print_redactions(console: Any, redactions: dict[str, int]) -> None:
         console.print(f"  … and {len(ranked) - TOP_REDACTED_FILES} more files (see `ingestd status --json`)")
 
 
-def _prepare_model(settings: Settings) -> int:
+def _prepare_model(settings: EmbedSettings) -> int:
     from ingestd.embedding import build_provider
 
     provider = build_provider(settings)

@@ -65,7 +65,7 @@ class Dormant:
             hand_over(self.health, self.state)
             return 0
         await self.health.start()
-        announce(self.settings, self.health.bound_port)
+        announce(self.settings.ops, self.health.bound_port)
         self.watcher.start(self.supervisor)
         log.info(
             "daemon.dormant",

@@ -16,7 +16,7 @@ from ingestd.discovery import scan
 from ingestd.engine import Engine
 from ingestd.logs import get_logger
 from ingestd.pipeline import FileJob
-from ingestd.settings import Settings
+from ingestd.settings import OpsSettings, Settings
 from ingestd.supervision import we_are_cancelled
 from ingestd.system import STOP_SIGNALS
 
@@ -57,11 +57,11 @@ async def run_import(settings: Settings, paths: list[Path], kind: str | None) ->
         tally = await _import(engine, paths)
     finally:
         await engine.close()  # a stopped import's jobs are released as pending here
-    return _report(tally, settings)
+    return _report(tally, settings.ops)
 
 
 async def _import(engine: Engine, paths: list[Path]) -> Tally:
-    settings = engine.settings
+    settings = engine.settings.ops
     if paths:
         wanted = [p.expanduser().absolute() for p in paths]
         candidates = [
@@ -123,7 +123,7 @@ async def _unless_stopped(work: Awaitable[object]) -> signal.Signals | None:
     return received[0] if received else None
 
 
-def _report(tally: Tally, settings: Settings) -> int:
+def _report(tally: Tally, settings: OpsSettings) -> int:
     outcomes = Counter(job.outcome.status for job in tally.jobs if job.outcome)
     embedded = sum(job.embedded for job in tally.jobs)
     failed = outcomes["failed"] + outcomes["quarantined"]

@@ -1,38 +1,69 @@
-"""Configuration from the environment and `.env`, validated once at start-up.
+"""Configuration from the environment and `.env`, validated once at start-up, in sections.
 
 Names follow the ecosystem (`QDRANT_URL`, `EMBEDDING_MODEL`, `FASTEMBED_CACHE_PATH`, …) so that
-an existing `.env` for Qdrant or FastEmbed tools keeps working. Every field here is documented in
-`.env.example` and the README table; `tests/test_settings_sync.py` keeps the three in step.
+an existing `.env` for Qdrant or FastEmbed tools keeps working. Each section is its own settings
+class reading the same variables as before (a field's name upper-cased), so a component is given
+only what it uses, and a `.env` written for the flat settings of earlier versions still works.
+The root `Settings` composes the sections and owns the checks that span them. Every field is
+documented in `.env.example` and the README table; `tests/test_settings_sync.py` keeps them in step.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Any, ClassVar
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, PrivateAttr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import InitErrorDetails
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+from ingestd.embedding.voyage_models import batch_defaults, check_settings
+from ingestd.errors import ConfigError
+from ingestd.settings_sections import (
+    SECTION_OF,
+    SECTIONS,
+    ChunkSettings,
+    EmbedSettings,
+    OpsSettings,
+    ReadSettings,
+    Section,
+    StoreSettings,
+    WatchSettings,
+    arguments_only,
+)
+
+__all__ = [
+    "SECTIONS",
+    "ChunkSettings",
+    "EmbedSettings",
+    "OpsSettings",
+    "ReadSettings",
+    "Settings",
+    "StoreSettings",
+    "WatchSettings",
+    "load_settings",
+]
+
 VOYAGE_CHUNK_TOKENS = 128
 
 
-class ConfigError(Exception):
-    """A setting is invalid; the message names the environment variable."""
+# TRANSITION: the sections' derived values, for the flat access of `Settings.__getattr__`.
+_DERIVED_IN = {
+    "roots": "watch",
+    "redaction_enabled": "read",
+    "model_cache_dir": "embed",
+    "qdrant_local_path": "store",
+    "state_file": "ops",
+}
 
 
-def _split_paths(value: object) -> object:
-    if isinstance(value, str):
-        return [Path(part.strip()) for part in value.split(",") if part.strip()]
-    return value
+class Settings(BaseModel):
+    """All of ingestd's settings: one section per component, and the checks that span them.
 
+    Built from flat names as before, `Settings(state_dir=..., embed_batch_size=4)`: each goes to
+    its section, and an unknown name is an error rather than a silent no-op. `_env_file` and the
+    other pydantic-settings options are passed to every section.
+    """
 
-class Settings(BaseSettings):
-    """All of ingestd's settings; the field name upper-cased is the environment variable."""
-
-    model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
-    )
     # Defaults that differ per provider (see _apply_voyage_defaults): `.env.example` shows them
     # commented out, since a copy that set them would pin FastEmbed's values for Voyage too.
     PROVIDER_DEPENDENT: ClassVar[frozenset[str]] = frozenset(
@@ -45,133 +76,56 @@ class Settings(BaseSettings):
         }
     )
 
-    # --- folders -------------------------------------------------------------------------
-    conversations_dirs: Annotated[list[Path], NoDecode] = Field(
-        default_factory=lambda: [Path("watch/conversations")]
-    )
-    documents_dirs: Annotated[list[Path], NoDecode] = Field(default_factory=lambda: [Path("watch/documents")])
-    state_dir: Path = Path("state")
+    watch: WatchSettings
+    read: ReadSettings
+    chunk: ChunkSettings
+    embed: EmbedSettings
+    store: StoreSettings
+    ops: OpsSettings
+    # The flat names the user set (arguments, environment, .env), before any provider default:
+    # what `with_changes` starts again from.
+    _given: dict[str, Any] = PrivateAttr(default_factory=dict)
 
-    # --- Qdrant --------------------------------------------------------------------------
-    qdrant_url: str | None = None
-    qdrant_api_key: SecretStr | None = None
-    qdrant_path: Path | None = None
-    collection_prefix: str = "ingestd"
-    qdrant_timeout_seconds: float = Field(default=30.0, gt=0)
-    search_mode: Literal["hybrid", "dense"] = "hybrid"
+    def __init__(self, **flat: Any) -> None:
+        super().__init__(**_build_sections(flat))
 
-    # --- embedding -----------------------------------------------------------------------
-    embedding_provider: Literal["fastembed", "voyage"] = "fastembed"
-    embedding_model: str = MINILM
-    fastembed_model_source: Literal["pypi", "hub"] = "pypi"
-    fastembed_model_dir: Path | None = None
-    fastembed_cache_path: Path | None = None
-    embed_cpu_mem_arena: bool = False
-    # 0 and 0: as many embedding calls at once as the cgroup's quota has CPUs (at most 8), one
-    # ONNX thread each (on 2 CPUs 19-25 % more tokens/s than one call on two threads).
-    onnx_threads: int = Field(default=0, ge=0)
-    thread_pool_workers: int = Field(default=0, ge=0, le=16)
-    # Measured (docs/performance.md): on 2 CPUs batches of 4 to 32 chunks embed at about the
-    # same tokens/s, while the per-call memory peak follows batch x longest chunk; in a 50 MB
-    # transcript A/B, 512 tokens peaked lowest at the same speed. These two are FastEmbed's
-    # defaults; for Voyage, unset, they become one full request (see below).
-    embed_batch_size: int = Field(default=16, ge=1, le=1000)
-    embed_batch_max_tokens: int = Field(default=512, ge=16)
-    embed_idle_unload_seconds: float = Field(default=900.0, ge=0)
-    idle_dormant: bool = True
-    embed_cache_max_entries: int = Field(default=200_000, ge=0)
-    voyage_api_key: SecretStr | None = None
-    voyage_base_url: str | None = None
-    voyage_output_dimension: int | None = None
-    voyage_rpm: int = Field(default=2000, ge=1)
-    voyage_tpm: int = Field(default=3_000_000, ge=1000)
-    redact_secrets: bool | None = None
-
-    # --- chunking ------------------------------------------------------------------------
-    # Measured with the benchmark's quality guard (meaning-only search, before hybrid): recall@5
-    # of a sentence query was 0.93 at 128 tokens, 0.94 at 96 and 0.955 at 64, and 64-token
-    # chunks embed 20-35 % more tokens/s. Voyage's models read far longer texts: 128 unless set.
-    chunk_max_tokens: int = Field(default=64, ge=16)
-    chunk_overlap_tokens: int = Field(default=0, ge=0)
-    tool_result_max_chars: int = Field(default=2000, ge=0)
-    include_thinking: bool = False
-    include_images: bool = False
-
-    # --- reading -------------------------------------------------------------------------
-    read_block_bytes: int = Field(default=64 * 1024, ge=1024)
-    max_line_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
-    document_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
-
-    # --- discovery -----------------------------------------------------------------------
-    watch_debounce_ms: int = Field(default=200, ge=10)
-    watch_force_polling: bool = False
-    watch_poll_delay_ms: int = Field(default=1000, ge=50)
-    watch_probe_seconds: float = Field(default=300.0, ge=0)
-    reconcile_seconds: float = Field(default=300.0, ge=0)
-
-    # --- policy --------------------------------------------------------------------------
-    documents_purge_on_delete: bool = True
-    conversations_purge_on_delete: bool = False
-
-    # --- pipeline ------------------------------------------------------------------------
-    file_concurrency: int = Field(default=4, ge=1, le=64)
-    queue_max_chunks: int = Field(default=256, ge=1)
-    state_flush_seconds: float = Field(default=1.0, ge=0)
-    retry_max_attempts: int = Field(default=5, ge=1)
-    retry_backoff_seconds: float = Field(default=0.5, gt=0)
-    retry_backoff_max_seconds: float = Field(default=60.0, gt=0)
-    operational_memory_mb: int = Field(default=1024, ge=64)
-
-    # --- operations ----------------------------------------------------------------------
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["auto", "json", "console"] = "auto"
-    health_host: str = "127.0.0.1"
-    health_port: int = Field(default=8765, ge=0, le=65535)
-    health_published_port: int | None = Field(default=None, ge=1, le=65535)
-    progress_log_seconds: float = Field(default=30.0, ge=0)
-    heartbeat_seconds: float = Field(default=3600.0, ge=0)
-
-    _split_conversations = field_validator("conversations_dirs", "documents_dirs", mode="before")(
-        _split_paths
-    )
-
-    @field_validator("log_level", mode="before")
     @classmethod
-    def _upper_level(cls, value: object) -> object:
-        return value.upper() if isinstance(value, str) else value
+    def flat_fields(cls) -> dict[str, FieldInfo]:
+        """Every setting's field by its flat name, section after section in `SECTIONS` order."""
+        return {name: info for section in SECTIONS.values() for name, info in section.model_fields.items()}
 
-    @field_validator("qdrant_url", mode="before")
     @classmethod
-    def _blank_url_is_unset(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, str) and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+    def env_names(cls) -> list[str]:
+        """Every environment variable ingestd reads, in `flat_fields` order."""
+        return [name.upper() for name in cls.flat_fields()]
 
-    @field_validator("voyage_base_url", mode="before")
-    @classmethod
-    def _check_voyage_url(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
-        if isinstance(value, str) and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if isinstance(value, str) else value
+    def with_changes(self, **flat: Any) -> Settings:
+        """A validated copy with these flat settings changed; the environment is not read again."""
+        unknown = sorted(set(flat) - set(SECTION_OF))
+        if unknown:
+            raise TypeError(f"unknown settings: {', '.join(unknown)}")
+        with arguments_only():
+            return Settings(**{**self._given, **flat})
 
     @model_validator(mode="after")
     def _check_combinations(self) -> Settings:
-        if self.embedding_provider == "fastembed" and self.chunk_max_tokens > 256:
+        sections: list[Section] = [self.watch, self.read, self.chunk, self.embed, self.store, self.ops]
+        self._given = {name: getattr(s, name) for s in sections for name in s.model_fields_set}
+        embed, chunk = self.embed, self.chunk
+        if embed.embedding_provider == "fastembed" and chunk.chunk_max_tokens > 256:
             # all-MiniLM-L6-v2 was trained on at most 256 word-pieces; longer chunks are
             # silently truncated by FastEmbed at 512 and embedded badly before that.
             raise ValueError("CHUNK_MAX_TOKENS must be at most 256 for FastEmbed models")
-        if self.chunk_overlap_tokens >= self.chunk_max_tokens:
+        if chunk.chunk_overlap_tokens >= chunk.chunk_max_tokens:
             raise ValueError("CHUNK_OVERLAP_TOKENS must be smaller than CHUNK_MAX_TOKENS")
-        if self.embedding_provider == "voyage" and self.voyage_api_key is None:
+        if embed.embedding_provider == "voyage" and embed.voyage_api_key is None:
             raise ValueError("VOYAGE_API_KEY is required when EMBEDDING_PROVIDER=voyage")
-        if self.embedding_provider == "voyage":
+        if embed.embedding_provider == "voyage":
             self._apply_voyage_defaults()
-        if self.embed_batch_max_tokens < self.chunk_max_tokens:
+        if embed.embed_batch_max_tokens < chunk.chunk_max_tokens:
             raise ValueError("EMBED_BATCH_MAX_TOKENS must be at least CHUNK_MAX_TOKENS")
+        self.read._cloud_provider = embed.embedding_provider != "fastembed"
+        self.embed._state_dir = self.store._state_dir = self.ops.state_dir
         return self
 
     def _apply_voyage_defaults(self) -> None:
@@ -181,55 +135,71 @@ class Settings(BaseSettings):
         a minute, so it should carry as many texts as the API takes. Only values the user did
         not set are changed; QUEUE_MAX_CHUNKS follows so that a batch can actually fill.
         """
-        from ingestd.embedding.voyage import batch_defaults, check_settings
-
-        given = set(self.model_fields_set)  # a copy: the assignments below add to the live set
+        given, embed = self._given, self.embed
         if "chunk_max_tokens" not in given:
-            self.chunk_max_tokens = VOYAGE_CHUNK_TOKENS
-        self.embedding_model = check_settings(
-            self.embedding_model,
+            self.chunk.chunk_max_tokens = VOYAGE_CHUNK_TOKENS
+        embed.embedding_model = check_settings(
+            embed.embedding_model,
             "embedding_model" in given,
-            self.voyage_output_dimension,
-            self.chunk_max_tokens,
+            embed.voyage_output_dimension,
+            self.chunk.chunk_max_tokens,
         )
-        texts, tokens = batch_defaults(self.embedding_model)
+        texts, tokens = batch_defaults(embed.embedding_model)
         if "embed_batch_size" not in given:
-            self.embed_batch_size = texts
+            embed.embed_batch_size = texts
         if "embed_batch_max_tokens" not in given:
-            self.embed_batch_max_tokens = tokens
+            embed.embed_batch_max_tokens = tokens
         if "queue_max_chunks" not in given:
-            self.queue_max_chunks = max(self.queue_max_chunks, self.embed_batch_size)
+            self.ops.queue_max_chunks = max(self.ops.queue_max_chunks, embed.embed_batch_size)
 
-    # --- derived -------------------------------------------------------------------------
-    @property
-    def qdrant_local_path(self) -> Path:
-        return self.qdrant_path or self.state_dir / "qdrant"
+    def __getattr__(self, name: str) -> Any:
+        # TRANSITION: removed once every component takes its own section
+        key = SECTION_OF.get(name) or _DERIVED_IN.get(name)
+        if key is None:
+            return super().__getattr__(name)  # type: ignore[misc]  # pydantic's private attributes
+        return getattr(getattr(self, key), name)
 
-    @property
-    def model_cache_dir(self) -> Path:
-        return self.fastembed_cache_path or self.state_dir / "models"
 
-    @property
-    def state_file(self) -> Path:
-        return self.state_dir / "state.json"
+def _build_sections(flat: dict[str, Any]) -> dict[str, Section]:
+    """Each section from its flat names (or given whole), with every section's errors at once."""
+    options = {key: value for key, value in flat.items() if key.startswith("_")}
+    own: dict[str, dict[str, Any]] = {key: {} for key in SECTIONS}
+    built: dict[str, Section] = {}
+    for name, value in flat.items():
+        if name in SECTIONS and isinstance(value, SECTIONS[name]):
+            built[name] = value
+        elif name in SECTION_OF:
+            own[SECTION_OF[name]][name] = value
+        elif not name.startswith("_"):
+            raise TypeError(f"{name!r} is not a setting")
+    errors: list[InitErrorDetails] = []
+    for key, cls in SECTIONS.items():
+        if key in built:
+            continue
+        try:
+            built[key] = cls(**options, **own[key])
+        except ValidationError as exc:
+            errors.extend(_details(exc))
+    if errors:
+        raise ValidationError.from_exception_data("Settings", errors)
+    return built
 
-    @property
-    def redaction_enabled(self) -> bool:
-        if self.redact_secrets is not None:
-            return self.redact_secrets
-        return self.embedding_provider != "fastembed"
 
-    def roots(self) -> list[tuple[str, Path]]:
-        """Every watched root with its kind, resolved so that symlinked roots compare equal."""
-        kinds = [("conversations", d) for d in self.conversations_dirs]
-        kinds += [("documents", d) for d in self.documents_dirs]
-        return [(kind, path.expanduser().resolve()) for kind, path in kinds]
+def _details(exc: ValidationError) -> list[InitErrorDetails]:
+    """A section's errors in the form that `ValidationError.from_exception_data` takes back."""
+    found: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail = InitErrorDetails(type=error["type"], loc=error["loc"], input=error["input"])
+        if "ctx" in error:
+            detail["ctx"] = error["ctx"]
+        found.append(detail)
+    return found
 
 
 def load_settings(**overrides: object) -> Settings:
     """Build settings, turning pydantic's error into one line per bad variable."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

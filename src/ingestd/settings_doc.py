@@ -1,8 +1,9 @@
 """Keep `.env.example`, the Settings class and the README's settings table saying the same thing.
 
-`.env.example` is the one place where each setting is explained; the Settings class is the one
-place where names, defaults and groups (its `# --- group ---` banners) are defined. This module
-checks the first against the second and renders the README table from both:
+`.env.example` is the one place where each setting is explained; the settings' sections are the
+one place where names, defaults and groups are defined (a group is a section: its `TITLE` heads a
+`# --- title ---` banner). This module checks the first against the second and renders the README
+table from both:
 
     python -m ingestd.settings_doc --check    # exit 1 and list every drift
     python -m ingestd.settings_doc --write    # rewrite the README table
@@ -24,13 +25,11 @@ from pathlib import Path
 from pydantic import SecretStr
 from pydantic.fields import FieldInfo
 
-from ingestd import settings as settings_module
-from ingestd.settings import Settings
+from ingestd.settings import SECTIONS, Settings
 
 REPO = Path(__file__).resolve().parents[2]
 TABLE_START, TABLE_END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
 _BANNER = re.compile(r"^\s*# --- (?P<group>[^-].*?) -+\s*$")
-_FIELD = re.compile(r"^    (?P<name>[a-z][a-z0-9_]*)\s*:")
 _ASSIGN = re.compile(r"^(?P<unset># )?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
 COMPOSE_VARIABLE = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)(?::?-(?P<default>[^}]*))?\}")
 COMPOSE_GROUP = "docker compose only"
@@ -46,18 +45,8 @@ class Entry:
 
 
 def source_groups() -> dict[str, str]:
-    """Each field's group, from the banner comments above it in settings.py."""
-    groups: dict[str, str] = {}
-    group = ""
-    for line in Path(settings_module.__file__).read_text().splitlines():
-        banner = _BANNER.match(line)
-        if banner:
-            group = banner["group"]
-            continue
-        field = _FIELD.match(line)
-        if field and field["name"] in Settings.model_fields:
-            groups[field["name"]] = group
-    return groups
+    """Each setting's group: the title of its section, sections in the root's order."""
+    return {name: section.TITLE for section in SECTIONS.values() for name in section.model_fields}
 
 
 def default_text(field: FieldInfo) -> tuple[str, bool]:
@@ -108,7 +97,7 @@ def compose_problems(entries: list[Entry], compose_file: Path) -> list[str]:
     found: list[str] = []
     used = compose_variables(compose_file)
     listed = {entry.name: entry for entry in entries if entry.group == COMPOSE_GROUP}
-    settings_names = {name.upper() for name in Settings.model_fields}
+    settings_names = set(Settings.env_names())
     for name in sorted(set(used) - set(listed) - settings_names):
         found.append(f"{name}: used by {compose_file.name} but missing from '{COMPOSE_GROUP}'")
     for name, entry in sorted(listed.items()):
@@ -135,7 +124,7 @@ def problems(env_example: Path) -> list[str]:
     found = compose_problems(entries, env_example.parent / "docker-compose.yml")
     entries = [entry for entry in entries if entry.group != COMPOSE_GROUP]
     names = [entry.name for entry in entries]
-    fields = {name.upper(): (name, info) for name, info in Settings.model_fields.items()}
+    fields = {name.upper(): (name, info) for name, info in Settings.flat_fields().items()}
     groups = source_groups()
     for name in sorted(set(fields) - set(names)):
         found.append(f"{name}: a setting missing from {env_example.name}")
@@ -154,7 +143,7 @@ def problems(env_example: Path) -> list[str]:
         if not entry.description:
             found.append(f"{entry.name}: no explanation above it")
         if entry.group != groups.get(field_name):
-            found.append(f"{entry.name}: under '{entry.group}', settings.py has '{groups.get(field_name)}'")
+            found.append(f"{entry.name}: under '{entry.group}', its section is '{groups.get(field_name)}'")
     return found
 
 

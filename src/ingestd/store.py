@@ -26,7 +26,7 @@ from qdrant_client import AsyncQdrantClient, models
 from ingestd.embedded_qdrant import EmbeddedQdrant
 from ingestd.lexical import ENCODING, VECTOR, LexicalEncoder
 from ingestd.logs import get_logger
-from ingestd.settings import Settings
+from ingestd.settings import StoreSettings
 
 log = get_logger("ingestd.store")
 
@@ -87,8 +87,18 @@ def _file_filter(path: str, generation: int | None = None, ordinal_from: int | N
 
 
 class VectorStore:
-    def __init__(self, settings: Settings, fingerprint: str, slug: str, dimension: int) -> None:
+    def __init__(
+        self,
+        settings: StoreSettings,
+        fingerprint: str,
+        slug: str,
+        dimension: int,
+        *,
+        log_level: str = "INFO",
+        log_format: str = "auto",
+    ) -> None:
         self.settings = settings
+        self.embedded_logs = (log_level, log_format)  # for the embedded Qdrant's child process
         self.fingerprint = fingerprint
         self.dimension = dimension
         self.collections = {kind: f"{settings.collection_prefix}-{kind}-{slug}" for kind in KINDS}
@@ -123,10 +133,7 @@ class VectorStore:
                 )
             else:
                 self.settings.qdrant_local_path.mkdir(parents=True, exist_ok=True)
-                settings = self.settings
-                self._embedded = EmbeddedQdrant(
-                    settings.qdrant_local_path, settings.log_level, settings.log_format
-                )
+                self._embedded = EmbeddedQdrant(self.settings.qdrant_local_path, *self.embedded_logs)
                 self._client = cast(AsyncQdrantClient, self._embedded)  # forwards every method
         return self._client
 

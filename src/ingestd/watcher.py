@@ -122,7 +122,7 @@ class Watcher:
     @property
     def horizon(self) -> float:
         """How far back changes are compared with events (and events are remembered)."""
-        return max(2 * self.settings.reconcile_seconds, 600.0)
+        return max(2 * self.settings.watch.reconcile_seconds, 600.0)
 
     # --- scans ---------------------------------------------------------------------------
     async def reconcile(self) -> int:

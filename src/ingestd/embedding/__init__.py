@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 from ingestd.embedding.base import EmbeddingError, EmbeddingProvider
 
 if TYPE_CHECKING:
-    from ingestd.settings import Settings
+    from ingestd.settings import EmbedSettings
 
 __all__ = ["EmbeddingError", "EmbeddingProvider", "build_provider"]
 
 
-def build_provider(settings: Settings) -> EmbeddingProvider:
+def build_provider(settings: EmbedSettings) -> EmbeddingProvider:
     if settings.embedding_provider == "voyage":
         from ingestd.embedding.voyage import VoyageProvider
 

@@ -23,7 +23,7 @@ from ingestd.chunker import TokenCounter
 from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.model_files import ModelLocation, resolve_model
 from ingestd.errors import RetryLater, TooLarge
-from ingestd.settings import Settings
+from ingestd.settings import EmbedSettings
 from ingestd.system import available_cpus, release_memory
 
 MAX_DEFAULT_CALLS = 8
@@ -32,10 +32,15 @@ MAX_DEFAULT_CALLS = 8
 class FastEmbedProvider(EmbeddingProvider):
     name = "fastembed"
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: EmbedSettings) -> None:
         self.settings = settings
         self.model = settings.embedding_model
-        self.location: ModelLocation = resolve_model(settings)
+        self.location: ModelLocation = resolve_model(
+            settings.embedding_model,
+            model_dir=settings.fastembed_model_dir,
+            source=settings.fastembed_model_source,
+            cache_dir=settings.model_cache_dir,
+        )
         cpus = available_cpus()
         # At most 8 calls by default: each holds its own batch's buffers, and more than 2 at
         # once is not measured; the CPUs beyond go to each call's threads.

@@ -17,8 +17,9 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingestd.settings import MINILM, Settings
+from ingestd.errors import ModelUnavailable
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TOKENIZER_FILES = (
     "config.json",
     "tokenizer.json",
@@ -28,9 +29,7 @@ TOKENIZER_FILES = (
 )
 PYPI_DIR_NAME = "all-MiniLM-L6-v2-int8"
 
-
-class ModelUnavailable(Exception):
-    """No source for the configured model can be used here; the message says what to do."""
+__all__ = ["MINILM", "PYPI_DIR_NAME", "ModelLocation", "ModelUnavailable", "resolve_model"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,24 +47,24 @@ def package_dir(module: str) -> Path | None:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def resolve_model(settings: Settings) -> ModelLocation:
-    if settings.fastembed_model_dir is not None:
-        directory = settings.fastembed_model_dir.expanduser().resolve()
+def resolve_model(model: str, *, model_dir: Path | None, source: str, cache_dir: Path) -> ModelLocation:
+    """Where `model` is loaded from: EMBEDDING_MODEL, FASTEMBED_MODEL_DIR, FASTEMBED_MODEL_SOURCE
+    and the model cache, passed in so that this module needs nothing of the settings."""
+    if model_dir is not None:
+        directory = model_dir.expanduser().resolve()
         if not (directory / "model.onnx").is_file() or not (directory / "tokenizer.json").is_file():
             raise ModelUnavailable(
                 f"FASTEMBED_MODEL_DIR={directory} must contain model.onnx and tokenizer.json"
             )
-        return ModelLocation(
-            settings.embedding_model, directory, "local", _short_sha(directory / "model.onnx")
-        )
-    if settings.fastembed_model_source == "hub":
-        return ModelLocation(settings.embedding_model, None, "hub", "hub")
-    if settings.embedding_model != MINILM:
+        return ModelLocation(model, directory, "local", _short_sha(directory / "model.onnx"))
+    if source == "hub":
+        return ModelLocation(model, None, "hub", "hub")
+    if model != MINILM:
         raise ModelUnavailable(
-            f"EMBEDDING_MODEL={settings.embedding_model} has no offline PyPI build; set "
+            f"EMBEDDING_MODEL={model} has no offline PyPI build; set "
             "FASTEMBED_MODEL_SOURCE=hub (needs the model hub) or FASTEMBED_MODEL_DIR"
         )
-    directory = assemble_pypi_model(settings.model_cache_dir / PYPI_DIR_NAME)
+    directory = assemble_pypi_model(cache_dir / PYPI_DIR_NAME)
     return ModelLocation(MINILM, directory, "int8-pypi", _short_sha(directory / "model.onnx"))
 
 
