@@ -46,6 +46,7 @@ class EmbedStage:
         self.provider = provider
         self.cache = cache
         self.policy = policy
+        self.first_try = RetryPolicy(1, policy.backoff)  # a mixed batch's: then split by file
         self.batch_size = batch_size
         self.batch_max_tokens = batch_max_tokens
         self.halt_pause = halt_pause
@@ -148,30 +149,34 @@ class EmbedStage:
         return vectors, len(missing)
 
     async def _embed_fresh(self, batch: list[Pending]) -> Vectors:
-        """A batch that gave up is split by file, so only the file at fault is quarantined."""
+        """A batch of several files gets one try before it is split by file, so that only the
+        file at fault is retried and quarantined, and the others are not held back meanwhile."""
+        jobs = list(dict.fromkeys(item.job for item in batch))
+        if len(jobs) == 1:
+            return await self._embed_one_file(batch)
         try:
-            return list(await self._with_policy(batch))
-        except GaveUp as exc:
-            jobs = list(dict.fromkeys(item.job for item in batch))
-            if len(jobs) == 1:
-                return self._quarantine(batch, exc)
+            return list(await self._with_policy(batch, self.first_try))
+        except GaveUp:
+            pass
         results: dict[int, list[float] | None] = {}
         for job in jobs:
             own = [item for item in batch if item.job is job]
-            try:
-                vectors: Vectors = list(await self._with_policy(own))
-            except GaveUp as exc:
-                vectors = self._quarantine(own, exc)
-            for item, vector in zip(own, vectors, strict=True):
+            for item, vector in zip(own, await self._embed_one_file(own), strict=True):
                 results[id(item)] = vector
         return [results[id(item)] for item in batch]
 
-    async def _with_policy(self, batch: list[Pending]) -> list[list[float]]:
+    async def _embed_one_file(self, batch: list[Pending]) -> Vectors:
+        try:
+            return list(await self._with_policy(batch, self.policy))
+        except GaveUp as exc:
+            return self._quarantine(batch, exc)
+
+    async def _with_policy(self, batch: list[Pending], policy: RetryPolicy) -> list[list[float]]:
         """The policy's verdict; credentials refused halt all embedding, in a loop (not a
         recursion, which grew the stack by a frame every pause)."""
         while True:
             try:
-                return await self.policy.run(
+                return await policy.run(
                     self._embed_texts, batch, partial(self._log_retry, batch), plan=self._requests
                 )
             except Fatal as exc:
