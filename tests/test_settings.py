@@ -42,18 +42,18 @@ def test_voyage_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_defaults_are_embedded_and_local(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings(_env_file=None)
-    assert settings.qdrant_url is None and settings.qdrant_local_path == Path("state/qdrant")
-    assert settings.health_host == "127.0.0.1"
-    assert [str(p) for p in settings.conversations_dirs] == ["watch/conversations"]
+    assert settings.store.qdrant_url is None and settings.store.qdrant_local_path == Path("state/qdrant")
+    assert settings.ops.health_host == "127.0.0.1"
+    assert [str(p) for p in settings.watch.conversations_dirs] == ["watch/conversations"]
     monkeypatch.setenv("CONVERSATIONS_DIRS", "/a, /b")
-    assert [str(p) for p in load_settings(_env_file=None).conversations_dirs] == ["/a", "/b"]
+    assert [str(p) for p in load_settings(_env_file=None).watch.conversations_dirs] == ["/a", "/b"]
 
 
 def test_env_file_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / ".env").write_text("QDRANT_URL=http://127.0.0.1:6333\nCHUNK_MAX_TOKENS=200\n")
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
-    assert settings.qdrant_url == "http://127.0.0.1:6333" and settings.chunk_max_tokens == 200
+    assert settings.store.qdrant_url == "http://127.0.0.1:6333" and settings.chunk.chunk_max_tokens == 200
 
 
 def test_cli_exits_2_with_the_message(tmp_path: Path) -> None:
@@ -117,7 +117,8 @@ def test_a_changed_copy_is_validated_and_keeps_provider_defaults_apart(
     assert (voyage.embed.embedding_model, voyage.embed.embed_batch_max_tokens) == ("voyage-3.5", 304_000)
     monkeypatch.setenv("EMBED_BATCH_SIZE", "7")  # a copy does not read the environment again
     larger = voyage.with_changes(embedding_model="voyage-3-large", voyage_api_key="pa-y")
-    assert larger.embed.voyage_api_key is not None and larger.embed.voyage_api_key.get_secret_value() == "pa-y"
+    key = larger.embed.voyage_api_key
+    assert key is not None and key.get_secret_value() == "pa-y"
     assert larger.embed.embed_batch_max_tokens == 104_000, "the unset batch follows the new model"
     assert larger.embed.embed_batch_size == 1000 and voyage.embed.embedding_model == "voyage-3.5"
     assert larger.read.redaction_enabled, "derived values are filled in the copy too"
@@ -125,6 +126,14 @@ def test_a_changed_copy_is_validated_and_keeps_provider_defaults_apart(
         voyage.with_changes(chunk_overlap_tokens=128)
     with pytest.raises(TypeError, match="nonsense"):
         voyage.with_changes(nonsense=1)
+
+
+def test_flat_access_finds_the_section_during_the_transition() -> None:
+    settings = load_settings(_env_file=None)
+    assert settings.chunk_max_tokens == settings.chunk.chunk_max_tokens == 64
+    assert settings.model_cache_dir == settings.embed.model_cache_dir
+    with pytest.raises(AttributeError):
+        _ = settings.not_a_setting
 
 
 def test_redaction_follows_the_provider_unless_set() -> None:
