@@ -159,7 +159,7 @@ async def pipeline_efficiency(
         await ingest_all(engine, files)
         seconds = time.monotonic() - started
         cache = cache_samples(engine)
-        chunks_total = int(engine.pipeline.totals["chunks_embedded"])
+        chunks_total = engine.pipeline.status().chunks_embedded
         await engine.close()
         texts = counting.texts
         tokens = count_tokens(texts)
@@ -249,7 +249,7 @@ async def recall_at_k(settings: Settings, files: list[Path], queries: int, k: in
         pairs = sample_queries(files, queries)
         modes: dict[str, dict[str, Any]] = {}
         for mode in ("hybrid", "dense"):
-            engine.settings.search_mode = mode
+            engine.settings.store.search_mode = mode
             modes[mode] = await _recall(engine, pairs, k)
         points = await engine.store.count("conversations")
     finally:

@@ -25,7 +25,7 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
     assert outcome.status == "forgotten"
     assert await stored_points(engine.store, "conversations", str(path)) == 0
     assert await stored_points(engine.store, "conversations", str(other)) == kept_before, "only that file"
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "forgotten"
     hits = await engine.search("flaky test", "conversations", None, 20)
     assert all(hit["path"] != str(path) for hit in hits)
@@ -33,8 +33,8 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
     # Seen again unchanged (a rescan, a restart): not re-ingested.
     assert (await ingest(engine, path)).status == "unchanged"
     assert await stored_points(engine.store, "conversations", str(path)) == 0
-    engine.save_state()
-    engine.state.load()
+    engine.ledger.close()  # as a restart reads it: from the file, nothing held in memory
+    engine.ledger.open()
     assert (await ingest(engine, path)).status == "unchanged"
 
     # Changed: ingested again, under a new generation.
@@ -42,7 +42,7 @@ async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: En
         handle.write(dump([session.user("A new question after the file was forgotten.")]))
     again = await ingest(engine, path)
     assert again.status == "done" and again.chunks > 0
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "done" and record.generation == 1
     assert await stored_points(engine.store, "conversations", str(path)) == again.chunks
 
@@ -68,7 +68,7 @@ async def test_retry_of_a_forgotten_file_stores_all_its_chunks_once(uncached: En
     again = await ingest(engine, path)
     assert again.status == "done" and again.chunks == first.chunks
     assert again.embedded == first.chunks, "re-ingested in full, not resumed at the last chunk"
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.generation == 1 and record.chunks == first.chunks
     assert await _stored(engine, path) == [(1, n) for n in range(first.chunks)]
 

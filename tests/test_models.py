@@ -11,8 +11,9 @@ from conftest import MODEL_CACHE, CountingProvider, make_settings
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
 from ingestd.embedding.model_files import PYPI_DIR_NAME, ModelLocation, ModelUnavailable, resolve_model
 from ingestd.engine import Engine
+from ingestd.errors import ModelMismatch
 from ingestd.settings import Settings
-from ingestd.store import ModelMismatch, VectorStore
+from ingestd.store import VectorStore
 
 PYPI_MODEL = MODEL_CACHE / PYPI_DIR_NAME
 

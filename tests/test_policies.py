@@ -81,8 +81,8 @@ async def test_defaults_purge_documents_and_keep_conversations(engine: Engine) -
     assert await engine.store.count("documents") == other_doc_points < total_docs
     assert await stored_points(engine.store, "documents", str(other_doc)) == other_doc_points
     assert await stored_points(engine.store, "conversations", str(transcript)) == transcript_points
-    assert engine.state.get(str(doc)) is None  # forgotten entirely
-    record = engine.state.get(str(transcript))
+    assert engine.ledger.get(str(doc)) is None  # forgotten entirely
+    record = engine.ledger.get(str(transcript))
     assert record is not None and record.status == "deleted" and record.reason == "file deleted; points kept"
     # The kept conversation is still searchable, the purged document is not.
     hits = await engine.search("retry loop backoff ceiling jitter", None, None, 10)
@@ -101,7 +101,7 @@ async def test_documents_purge_off_keeps_a_deleted_documents_points(
         outcome = await ingest(engine, doc)
         assert (outcome.status, outcome.reason) == ("deleted", "kept")
         assert await stored_points(engine.store, "documents", str(doc)) == points
-        record = engine.state.get(str(doc))
+        record = engine.ledger.get(str(doc))
         assert record is not None and record.status == "deleted"
         # A second notice of the same deletion changes nothing.
         assert (await ingest(engine, doc)).status == "unchanged"
@@ -112,7 +112,7 @@ async def test_documents_purge_off_keeps_a_deleted_documents_points(
     # The policy survives a restart: the record is still `deleted`, the points still there.
     async with engine_with(tmp_path, counting) as engine:
         assert await stored_points(engine.store, "documents", str(doc)) == points
-        record = engine.state.get(str(doc))
+        record = engine.ledger.get(str(doc))
         assert record is not None and record.status == "deleted"
 
 
@@ -135,7 +135,7 @@ async def test_conversations_purge_on_purges_a_deleted_transcripts_points(
         outcome = await ingest(engine, transcript)
         assert (outcome.status, outcome.reason) == ("deleted", "purged")
         assert await stored_points(engine.store, "conversations", str(transcript)) == 0
-        assert engine.state.get(str(transcript)) is None
+        assert engine.ledger.get(str(transcript)) is None
         # Only that file's points go: its subagent file and other sessions are untouched.
         assert await stored_points(engine.store, "conversations", str(subagent)) == sub_points
         assert await stored_points(engine.store, "conversations", str(sibling)) == sibling_points
@@ -172,7 +172,7 @@ async def test_kept_file_that_comes_back_is_not_duplicated(engine: Engine) -> No
     rows = await engine.store.scroll_all("conversations", ["path", "generation"])
     generations = {p["generation"] for _, p in rows if p["path"] == str(transcript)}
     assert generations == {1}, "the kept points of generation 0 were replaced, not added to"
-    record = engine.state.get(str(transcript))
+    record = engine.ledger.get(str(transcript))
     assert record is not None and record.status == "done"
 
 

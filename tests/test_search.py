@@ -10,8 +10,8 @@ from qdrant_client import models
 
 from conftest import CountingProvider, captured_logs, engine_with, ingest
 from ingestd.engine import Engine
+from ingestd.errors import ModelMismatch
 from ingestd.lexical import VECTOR, LexicalEncoder
-from ingestd.store import ModelMismatch
 
 
 def twin_notes(folder: Path, count: int = 12) -> dict[Path, str]:

@@ -50,10 +50,10 @@ async def test_daemon_never_writes_inside_watched_folders(tmp_path: Path, counti
     try:
         await asyncio.wait_for(daemon.ready.wait(), 60)
         for _ in range(600):
-            if daemon.engine.state.summary().get("done") == 6:
+            if daemon.engine.ledger.summary().get("done") == 6:
                 break
             await asyncio.sleep(0.1)
-        assert daemon.engine.state.summary().get("done") == 6
+        assert daemon.engine.ledger.summary().get("done") == 6
         await asyncio.sleep(1.2)  # a reconcile scan or two
     finally:
         daemon.request_stop()

@@ -26,9 +26,9 @@ from ingestd.embedding.voyage import (
     parse_retry_after,
     plan_batches,
 )
-from ingestd.embedding.voyage_models import MAX_TEXTS, PROMPT_OVERHEAD
 from ingestd.engine import Engine
 from ingestd.errors import ConfigError, Fatal, GaveUp, Rejected, RetryLater
+from ingestd.models import MAX_TEXTS, PROMPT_OVERHEAD
 from ingestd.pipeline import FileJob
 from ingestd.retry import Backoff, RetryPolicy
 from ingestd.settings import Settings, load_settings
@@ -415,7 +415,7 @@ async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, s
     assert outcome.status == "quarantined" and "HTTP 500" in (outcome.reason or "")
     # RETRY_MAX_ATTEMPTS=2 requests in all: the provider no longer retries inside the policy.
     assert len(server.requests) == 2
-    record = engine.state.get(str(path))
+    record = engine.ledger.get(str(path))
     assert record is not None and record.status == "quarantined"
     server.always = None
     assert engine.retry() == [str(path)]
@@ -461,7 +461,7 @@ async def test_bad_key_halts_embedding_and_degrades_health(
         health = await daemon.health_report()
         assert health["status"] == "degraded" and "VOYAGE_API_KEY" in health["embedding_halted"]
         assert len(server.requests) == 1, "one refused request, then no more calls to Voyage"
-        record = engine.state.get(str(path))
+        record = engine.ledger.get(str(path))
         assert record is not None and record.status == "pending", "the file waits; it is not quarantined"
         assert not job.done.is_set()
     finally:

@@ -18,10 +18,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from ingestd.errors import ConfigError
+from ingestd.errors import ConfigError, StateLocked
 from ingestd.logs import configure_logging, mask, register_secret
+from ingestd.paths import DAEMON_FILE, LOCK_FILE
 from ingestd.settings import EmbedSettings, OpsSettings, Settings, load_settings
-from ingestd.state import DAEMON_FILE, LOCK_FILE, StateLocked
 from ingestd.system import STOP_SIGNALS, network_namespace, reexec, tune_malloc
 
 EXIT_CONFIG = 2
@@ -57,8 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as exc:
-        from ingestd.errors import ModelUnavailable, StageCrashed
-        from ingestd.store import ModelMismatch
+        from ingestd.errors import ModelMismatch, ModelUnavailable, StageCrashed
 
         if isinstance(exc, ModelMismatch | ModelUnavailable):
             print(f"ingestd: {exc}", file=sys.stderr)

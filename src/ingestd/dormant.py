@@ -3,10 +3,10 @@
 Unloading the model frees its weights, but ONNX Runtime, FastEmbed and qdrant-client stay
 imported (Python cannot unload a module) and embedded Qdrant keeps every point in memory: about
 190 MB of an idle daemon, measured. exec() sheds all of it and keeps the PID, the port and the
-state lock (see StateStore.hand_off_lock). The dormant image imports none of those libraries.
+state lock (see Ledger.hand_off_lock). The dormant image imports none of those libraries.
 It watches and reconciles the same roots with the same Watcher, answers /health and /metrics,
 and at the first change it finds, or the first API call, executes the full daemon again, whose
-start-up scan then ingests what changed. It never writes the state.
+start-up scan then ingests what changed. It never writes the ledger.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import signal
 from typing import Any
 
 from ingestd.health import Handler, HealthServer, Unavailable, announce, hand_over, withdraw
+from ingestd.ledger import Ledger
 from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
-from ingestd.state import StateStore
 from ingestd.supervision import Supervisor
 from ingestd.system import STOP_SIGNALS, rss_mb
 from ingestd.watcher import Watcher
@@ -33,7 +33,7 @@ ACTIONS = ("search", "status", "retry", "forget")
 class Dormant:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.state = StateStore(settings.state_dir)
+        self.ledger = Ledger(settings.state_dir)
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.metrics.bind(  # no store_up: whether Qdrant answers is not known here
@@ -41,7 +41,7 @@ class Dormant:
             backlog_age=self.queue.oldest_age,
             model_loaded=lambda: False,
         )
-        self.watcher = Watcher(settings, self.queue, self.state, metrics=self.metrics)
+        self.watcher = Watcher(settings, self.queue, self.ledger, metrics=self.metrics)
         self.health = HealthServer(
             settings.health_host,
             settings.health_port,
@@ -58,11 +58,12 @@ class Dormant:
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
-        self.state.lock("daemon")
-        report = self.state.load()
-        if report.source == "new" or report.problem:
-            self.wake(str(self.state.path), "the state needs recovery")  # the full daemon does it
-            hand_over(self.health, self.state)
+        self.ledger.lock("daemon")
+        report = self.ledger.open(repair=False)
+        if report.source != "ledger" or report.problem:
+            self.ledger.close()
+            self.wake(str(self.ledger.path), "the ledger needs recovery")  # the full daemon does it
+            hand_over(self.health, self.ledger)
             return 0
         await self.health.start()
         announce(self.settings.ops, self.health.bound_port)
@@ -70,7 +71,7 @@ class Dormant:
         log.info(
             "daemon.dormant",
             path=str(self.settings.state_dir),
-            files=len(self.state.files),
+            files=len(self.ledger),
             rss_mb=rss_mb(),
             outcome="dormant",
         )
@@ -84,11 +85,12 @@ class Dormant:
             self.watcher.stop()
             await self.supervisor.stop()
             await self.health.stop()
+            self.ledger.close()
             if self.next_mode is not None:
-                hand_over(self.health, self.state)
+                hand_over(self.health, self.ledger)
             else:
                 withdraw(self.settings.state_dir)
-                self.state.unlock()
+                self.ledger.unlock()
                 log.info("daemon.stopped", path=str(self.settings.state_dir), outcome="stopped")
         return 0
 
@@ -134,7 +136,7 @@ class Dormant:
             "chunks_queued": 0,
             "files_in_flight": 0,
             "oldest_pending_age_s": round(self.queue.oldest_age(), 1),
-            "files_quarantined": self.state.summary().get("quarantined", 0),
+            "files_quarantined": self.ledger.summary().get("quarantined", 0),
             "last_error": None,
             "watchers": {str(w.root): w.report() for w in self.watcher.watches},
             "watch_probe": self.watcher.probe_result.report(),

@@ -16,8 +16,8 @@ from pydantic import BaseModel, PrivateAttr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_core import InitErrorDetails
 
-from ingestd.embedding.voyage_models import batch_defaults, check_settings
 from ingestd.errors import ConfigError
+from ingestd.models import batch_defaults, check_settings
 from ingestd.settings_sections import (
     SECTION_OF,
     SECTIONS,

@@ -17,7 +17,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Field, PrivateAttr, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from ingestd.embedding.model_files import MINILM
+from ingestd.models import MINILM
 
 
 def _split_paths(value: object) -> object:

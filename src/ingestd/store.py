@@ -24,6 +24,7 @@ from typing import Any, cast
 from qdrant_client import AsyncQdrantClient, models
 
 from ingestd.embedded_qdrant import EmbeddedQdrant
+from ingestd.errors import ModelMismatch
 from ingestd.lexical import ENCODING, VECTOR, LexicalEncoder
 from ingestd.logs import get_logger
 from ingestd.settings import StoreSettings
@@ -40,10 +41,6 @@ INDEXED = {
     "generation": models.PayloadSchemaType.INTEGER,
     "ordinal": models.PayloadSchemaType.INTEGER,
 }
-
-
-class ModelMismatch(Exception):
-    """The collection holds vectors of another model: a start-up error, never a silent mix."""
 
 
 def point_id(path: str, generation: int, ordinal: int) -> str:

@@ -27,10 +27,10 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from ingestd.discovery import root_of, scan, wanted
+from ingestd.ledger import Ledger, Status
 from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
 from ingestd.settings import Settings
-from ingestd.state import StateStore
 from ingestd.supervision import Supervisor, cancel_and_wait, set_within
 from ingestd.workqueue import WorkQueue
 
@@ -93,12 +93,12 @@ class Watcher:
         self,
         settings: Settings,
         queue: WorkQueue,
-        state: StateStore,
+        ledger: Ledger,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
-        self.state = state
+        self.ledger = ledger
         self.roots = settings.roots()
         self.exclude = settings.state_dir.resolve()
         self.probe_dir = self.exclude / PROBE_DIR
@@ -152,7 +152,7 @@ class Watcher:
         for path in scan(self.roots, exclude=self.exclude):
             key = str(path)
             seen.add(key)
-            record = self.state.get(key)
+            record = self.ledger.get(key)
             try:
                 info = os.stat(path)
             except OSError:
@@ -167,12 +167,12 @@ class Watcher:
             if (
                 record is None
                 or info is None
-                or record.status == "pending"
+                or record.status == Status.PENDING
                 or record.signature() != (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
             ):
                 changed.append(path)
-        for key, record in list(self.state.files.items()):
-            if key not in seen and record.status not in ("deleted", "forgotten"):
+        for key, record in self.ledger.records():
+            if key not in seen and record.status not in (Status.DELETED, Status.FORGOTTEN):
                 changed.append(Path(key))
         return changed, fresh
 

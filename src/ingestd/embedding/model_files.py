@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingestd.errors import ModelUnavailable
+from ingestd.models import MINILM
 
-MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 TOKENIZER_FILES = (
     "config.json",
     "tokenizer.json",

@@ -56,9 +56,9 @@ from tokenizers import Tokenizer
 from ingestd.chunker import TokenCounter
 from ingestd.embedding.base import EmbeddingProvider
 from ingestd.embedding.model_files import PYPI_DIR_NAME, ModelUnavailable, package_dir
-from ingestd.embedding.voyage_models import MAX_TEXTS, MODELS, PROMPT_OVERHEAD
 from ingestd.errors import EmbeddingSignal, Fatal, Rejected, RetryLater, TooLarge
 from ingestd.logs import get_logger, mask
+from ingestd.models import MAX_TEXTS, MODELS, PROMPT_OVERHEAD
 
 if TYPE_CHECKING:
     import aiohttp

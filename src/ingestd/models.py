@@ -1,7 +1,7 @@
-"""Voyage's text embedding models and their limits, for settings and the provider alike.
+"""The embedding models ingestd knows, by name, and Voyage's limits, for settings and providers.
 
-It imports nothing of the project, so that settings can validate a Voyage configuration without
-importing the provider (whose imports reach back to settings' consumers). Figures from
+It imports nothing of the project, so that settings can validate a configuration without
+importing a provider (whose imports reach back to settings' consumers). Voyage's figures are from
 docs.voyageai.com/reference/embeddings-api.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"  # FastEmbed's default, assembled offline from PyPI
 MAX_TEXTS = 1000  # texts per request, all models
 PROMPT_OVERHEAD = 16  # tokens per text for the input_type prompt (~8) and special tokens
 DEFAULT_MODEL = "voyage-3.5"
