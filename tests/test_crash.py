@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from crash_harness import Report, run
-from ingestd.settings import Settings
+from ingestd.settings_sections import EmbedSettings
 
 # In flight at any instant: one batch being embedded, one waiting for Qdrant, one being
 # upserted. A kill can lose at most those, so that bounds the re-embedding per kill; appends
 # may each re-embed the one trailing chunk they change.
-EMBED_BATCH_SIZE = Settings.model_fields["embed_batch_size"].default
+EMBED_BATCH_SIZE = EmbedSettings.model_fields["embed_batch_size"].default
 
 
 def check(report: Report, capsys: pytest.CaptureFixture[str]) -> None:

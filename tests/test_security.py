@@ -20,7 +20,7 @@ from generators import markdown_document, write_transcript
 from ingestd.daemon import Daemon
 from ingestd.engine import Engine
 from ingestd.pipeline import Outcome
-from ingestd.settings import Settings
+from ingestd.settings_sections import OpsSettings
 
 QDRANT_KEY = "qdrant-key-4f9d2c7e1b"
 VOYAGE_KEY = "pa-voyagekey8a7b6c5d4e3f"
@@ -132,7 +132,7 @@ def _daemon_outputs(env: dict[str, str], tmp_path: Path, bad: Path) -> list[str]
 
 
 def test_http_binds_to_loopback_by_default(tmp_path: Path) -> None:
-    assert Settings.model_fields["health_host"].default == "127.0.0.1"
+    assert OpsSettings.model_fields["health_host"].default == "127.0.0.1"
     settings = make_settings(tmp_path)
     assert settings.health_host == "127.0.0.1"
 
