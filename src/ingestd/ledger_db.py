@@ -110,8 +110,8 @@ def connect(path: Path) -> sqlite3.Connection:
 
 
 def set_aside(path: Path) -> Path:
-    """Move a damaged database (and its WAL and shared-memory files) out of the way, kept for
-    inspection, so a fresh one can be created in its place."""
+    """Move a damaged file (a database with its WAL and shared-memory files, or an old
+    state.json) out of the way, kept for inspection, so a fresh one can take its place."""
     stamp = time.strftime("%Y%m%dT%H%M%S")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     for suffix in ("", "-wal", "-shm"):
@@ -159,7 +159,7 @@ def read_legacy(state_dir: Path) -> Legacy | None:
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             found.problem = f"{path.name} unreadable ({type(exc).__name__}: {str(exc)[:100]})"
             with contextlib.suppress(OSError):
-                os.replace(path, path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S')}"))
+                set_aside(path)
             continue
         found.files, found.meta, found.source = files, dict(body.get("meta") or {}), path
         return found

@@ -36,7 +36,7 @@ from ingestd.stages.read import FileReader
 from ingestd.stages.store import StoreStage
 from ingestd.store import VectorStore
 from ingestd.store_gateway import StoreGateway
-from ingestd.supervision import first_crash
+from ingestd.supervision import Supervisor
 
 __all__ = ["FileJob", "Outcome", "Pipeline"]
 log = get_logger("ingestd.pipeline")
@@ -90,20 +90,18 @@ class Pipeline:
             "conversations": settings.store.conversations_purge_on_delete,
         }
         self.policies = FilePolicies(ledger, self.gateway, purge, metrics)
-        self._tasks: list[asyncio.Task[None]] = []
+        self._stages = Supervisor()
 
     # --- lifecycle -----------------------------------------------------------------------
     def start(self) -> None:
-        self._tasks = [
-            asyncio.create_task(self.embedder.run(), name="embed-stage"),
-            asyncio.create_task(self.storer.run(), name="store-stage"),
-            asyncio.create_task(self.commit.run(), name="commit-stage"),
-        ]
+        self._stages.add("embed-stage", self.embedder.run())
+        self._stages.add("store-stage", self.storer.run())
+        self._stages.add("commit-stage", self.commit.run())
 
     @property
     def stages(self) -> tuple[asyncio.Task[None], ...]:
         """The stage tasks, for a supervisor to watch: if one dies, nothing more is embedded."""
-        return tuple(self._tasks)
+        return self._stages.tasks
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         """Let what was read land, then cancel the stages.
@@ -113,21 +111,18 @@ class Pipeline:
         then is simply not recorded, and replayed idempotently by the next pass.
         """
         deadline = time.monotonic() + grace
-        if self._tasks:
+        if self._stages.tasks and self._stages.crashed() is None:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(grace):
                     await self.commit.all_closed()
-        for task in self._tasks:
-            task.cancel()
         # A stage that died has been reported by whoever watched it (daemon, import).
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+        await self._stages.stop()
         await self.commit.stop(max(deadline - time.monotonic(), LAST_COMPLETIONS))
 
     async def settled(self, job: FileJob) -> None:
         """Until the job has settled, or was left pending by `stop`. Raises StageCrashed if a
         stage dies first: that job would never settle, and the caller would wait for good."""
-        crashed = await first_crash(self._tasks, job.done)
+        crashed = await self._stages.wait_first_crash(job.done)
         if crashed is not None:
             error = crashed.exception()
             raise StageCrashed(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 Work = Coroutine[Any, Any, Any] | Callable[[], Coroutine[Any, Any, Any]]
@@ -33,6 +33,11 @@ class Supervisor:
         self._owned.append(task)
         task.add_done_callback(self._ended)
         return task
+
+    @property
+    def tasks(self) -> tuple[asyncio.Task[Any], ...]:
+        """The tasks it owns, for another supervisor to watch."""
+        return tuple(self._owned)
 
     def watch(self, task: asyncio.Task[Any]) -> None:
         """Report a crash of a task owned elsewhere (the pipeline's stages), without cancelling
@@ -85,22 +90,6 @@ async def every(seconds: float, callback: Callable[[], Awaitable[object]], *, at
     while True:
         await callback()
         await asyncio.sleep(seconds)
-
-
-async def first_crash(tasks: Iterable[asyncio.Task[Any]], until: asyncio.Event) -> asyncio.Task[Any] | None:
-    """The first of `tasks` to die of an error, or None once `until` is set (the pipeline's
-    `settled`, until its stages are held by a Supervisor of their own)."""
-    stop = asyncio.create_task(until.wait(), name="until")
-    watched: set[asyncio.Task[Any]] = {stop, *tasks}
-    try:
-        while not until.is_set():
-            done, watched = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stop and not task.cancelled() and task.exception() is not None:
-                    return task
-        return None
-    finally:
-        stop.cancel()
 
 
 async def cancel_and_wait(task: asyncio.Task[Any]) -> None:

@@ -56,7 +56,6 @@ class EmbedStage:
         self.settle = settle
         self.halted: str | None = None  # why all embedding stopped (credentials refused)
         self.last_work = time.monotonic()
-        self.in_flight = 0  # batches taken from the inbox and not yet handed on
         self._carry: Pending | None = None
 
     async def run(self) -> None:
@@ -67,14 +66,12 @@ class EmbedStage:
                 if inflight and (len(inflight) >= depth or (self.inbox.empty() and self._carry is None)):
                     await self._forward(*inflight[0])  # still held, so a stop meanwhile cancels it
                     inflight.popleft()
-                    self.in_flight = len(inflight)
                     continue
                 linger = bool(inflight) or self.provider.fills_batches_when_idle
                 taken = await self._next_batch(linger)
                 batch = [item for item in taken if item.job.live]
                 if batch:
                     inflight.append((batch, asyncio.create_task(self._embed(batch), name="embed-batch")))
-                    self.in_flight = len(inflight)
         finally:
             # All of them: one left running would reach the embedding cache after the engine
             # has closed it.
@@ -82,11 +79,6 @@ class EmbedStage:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            self.in_flight = 0
-
-    @property
-    def idle(self) -> bool:
-        return self.in_flight == 0 and self._carry is None and self.inbox.empty()
 
     async def _next_batch(self, linger: bool) -> list[Pending]:
         """With `linger`, waiting briefly so small files share a batch: lingering while the

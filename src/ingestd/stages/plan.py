@@ -16,6 +16,7 @@ from ingestd.discovery import Target
 from ingestd.ledger import FileRecord, Status
 from ingestd.parsers.documents import WHOLE_FILE
 from ingestd.reader import FINGERPRINT_BYTES, fingerprint
+from ingestd.stages.items import stat_signature
 
 T = TypeVar("T")
 Signature = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
@@ -64,7 +65,7 @@ def decide(record: FileRecord | None, seen: Observation, kind: str) -> Plan:
 
 def observe(target: Target, record: FileRecord | None, info: os.stat_result) -> Observation:
     """Stat first; then the head, the line end and the tail, stopping at the first that differs."""
-    signature = (info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino)
+    signature = stat_signature(info)
     seen = Observation(signature, target.path.suffix.lower() in WHOLE_FILE)
     if record is None or _by_stat(record, seen) is not None:
         return seen

@@ -32,18 +32,12 @@ class StoreStage:
         self.fingerprint = fingerprint
         self.inbox = inbox
         self.outbox = outbox
-        self.busy = False  # a batch taken from the inbox and not yet handed on
 
     async def run(self) -> None:
         while True:
-            batch = await self.inbox.get()
-            self.busy = True
-            try:
-                stored = await self._store(batch)
-                if stored.items:
-                    await self.outbox.put(stored)
-            finally:
-                self.busy = False
+            stored = await self._store(await self.inbox.get())
+            if stored.items:
+                await self.outbox.put(stored)
 
     async def _store(self, batch: EmbeddedBatch) -> StoredBatch:
         live = [
