@@ -42,7 +42,6 @@ def make_settings(tmp: Path, **overrides: Any) -> Settings:
         "fastembed_cache_path": MODEL_CACHE,
         "health_port": 0,
         "watch_debounce_ms": 50,
-        "state_flush_seconds": 0.2,
         "retry_backoff_seconds": 0.01,
         "retry_backoff_max_seconds": 0.05,
         "progress_log_seconds": 0,
@@ -104,12 +103,12 @@ class CountingProvider(EmbeddingProvider):
         return self.inner.loaded
 
     async def embed_documents(self, texts: list[str]) -> list[list[float]]:
-        from ingestd.embedding import EmbeddingError
+        from ingestd.errors import RetryLater
 
         self.calls += 1
         if self.fail_next > 0:
             self.fail_next -= 1
-            raise EmbeddingError("injected embedding failure")
+            raise RetryLater("injected embedding failure")
         self.batches.append(list(texts))
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)

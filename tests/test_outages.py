@@ -31,8 +31,8 @@ from conftest import (
     until,
 )
 from generators import markdown_document, write_transcript
-from ingestd.embedding import EmbeddingError
 from ingestd.engine import Engine
+from ingestd.errors import RetryLater
 from ingestd.pipeline import FileJob
 from ledger_view import ledger_records
 
@@ -72,9 +72,9 @@ async def faulty(tmp_path: Path, counting: CountingProvider) -> Any:
 
 
 def _files(engine: Engine) -> tuple[Path, Path]:
-    transcript = engine.settings.conversations_dirs[0] / "p" / "outage.jsonl"
+    transcript = engine.settings.watch.conversations_dirs[0] / "p" / "outage.jsonl"
     write_transcript(transcript, seed=61, exchanges=4)
-    document = engine.settings.documents_dirs[0] / "outage.md"
+    document = engine.settings.watch.documents_dirs[0] / "outage.md"
     document.write_text(markdown_document(61, 4))
     return transcript, document
 
@@ -114,13 +114,13 @@ async def test_store_down_retries_backs_off_and_lands(faulty: Any, events: Event
         record = engine.ledger.get(str(path))
         assert record is not None and record.status == "pending" and record.resume_offset == 0
         assert record.chunks == 0
-    on_disk = ledger_records(engine.settings.state_dir)  # what another process reads: committed rows
+    on_disk = ledger_records(engine.settings.ops.state_dir)  # what another process reads: committed rows
     assert {r.status for r in on_disk.values()} == {"pending"}
     assert all(not job.done.is_set() for job in jobs)
 
     retries = [e for e in events() if e["event"] == "store.retry"]
     assert {e["path"] for e in retries} <= {str(transcript), str(document)}
-    settings = engine.settings
+    settings = engine.settings.embed
     for event in retries:
         attempt = event["attempt"]
         ceiling = min(settings.retry_backoff_max_seconds, settings.retry_backoff_seconds * 2 ** (attempt - 1))
@@ -176,7 +176,7 @@ class PoisonProvider(CountingProvider):
         if any(self.marker in text for text in texts):
             self.mixed_calls += any(self.marker not in text for text in texts)
             self.poisoned_calls += 1
-            raise EmbeddingError("injected: the model rejects this text")
+            raise RetryLater("injected: the model rejects this text")
         return await super().embed_documents(texts)
 
 
@@ -188,7 +188,7 @@ async def test_embedding_failure_quarantines_only_the_culprit(
     engine = Engine(settings, provider=provider)
     await engine.open("test")
     try:
-        docs = settings.documents_dirs[0]
+        docs = settings.watch.documents_dirs[0]
         good = []
         for index in range(4):
             path = docs / f"good-{index}.md"
@@ -207,7 +207,7 @@ async def test_embedding_failure_quarantines_only_the_culprit(
         assert statuses["poison.md"] == "quarantined", outcomes
         # One mixed batch, then the culprit alone within the budget of RETRY_MAX_ATTEMPTS.
         assert provider.mixed_calls == 1
-        assert provider.poisoned_calls == 1 + settings.retry_max_attempts
+        assert provider.poisoned_calls == 1 + settings.embed.retry_max_attempts
         record = engine.ledger.get(str(poison))
         assert record is not None and record.status == "quarantined"
         assert record.attempts == 1 and record.updated_at >= before
@@ -249,7 +249,7 @@ async def test_retry_cli_requeues_a_quarantined_file(tmp_path: Path, counting: C
     settings = make_settings(tmp_path, retry_max_attempts=2)
     engine = Engine(settings, provider=PoisonProvider(counting, "NIGHTSHADE"))
     await engine.open("test")
-    poison = settings.documents_dirs[0] / "poison.md"
+    poison = settings.watch.documents_dirs[0] / "poison.md"
     poison.write_text("# Poison\n\nNIGHTSHADE once failed here, through no fault of the file.\n")
     job = await engine.submit(poison)
     assert isinstance(job, FileJob)
@@ -265,7 +265,7 @@ async def test_retry_cli_requeues_a_quarantined_file(tmp_path: Path, counting: C
     assert json.loads(retried.stdout)["retried"] == [str(poison)]
     imported = await asyncio.to_thread(run_cli, env, "import", cwd=tmp_path)  # the model is healthy now
     assert imported.returncode == 0, imported.stderr
-    assert ledger_records(settings.state_dir)[str(poison)].status == "done"
+    assert ledger_records(settings.ops.state_dir)[str(poison)].status == "done"
 
 
 # --- server mode, store unreachable ------------------------------------------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ingestd.embedding.base import EmbeddingError, EmbeddingProvider
+from ingestd.embedding.base import EmbeddingProvider
 
 if TYPE_CHECKING:
     from ingestd.settings import EmbedSettings
 
-__all__ = ["EmbeddingError", "EmbeddingProvider", "build_provider"]
+__all__ = ["EmbeddingProvider", "build_provider"]
 
 
 def build_provider(settings: EmbedSettings) -> EmbeddingProvider:

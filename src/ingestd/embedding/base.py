@@ -11,11 +11,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 
-from ingestd.errors import EmbeddingSignal
 from ingestd.protocols import TokenCounter
-
-# The old name of a provider's failure, for importers not yet moved to ingestd.errors.
-EmbeddingError = EmbeddingSignal
 
 
 class EmbeddingProvider(ABC):

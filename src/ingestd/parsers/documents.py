@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ingestd.errors import DocumentError as DocumentError  # raised here, caught by the reader
+from ingestd.errors import DocumentError
 from ingestd.parsers.units import Unit
 from ingestd.reader import Line
 
