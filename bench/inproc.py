@@ -79,7 +79,7 @@ class CountingProvider(EmbeddingProvider):
 
 async def ingest_all(engine: Engine, files: list[Path]) -> None:
     """What `ingestd import` does: every file through the pipeline, FILE_CONCURRENCY at a time."""
-    semaphore = asyncio.Semaphore(engine.settings.file_concurrency)
+    semaphore = asyncio.Semaphore(engine.settings.ops.file_concurrency)
 
     async def one(path: Path) -> None:
         async with semaphore:
@@ -207,7 +207,7 @@ async def pipeline_efficiency(
         "concurrency": provider.concurrency,
         "usual_threads": available_cpus(),
         "raw_batch_size": raw_batch_size,
-        "pipeline_batch": [settings.embed_batch_size, settings.embed_batch_max_tokens],
+        "pipeline_batch": [settings.embed.embed_batch_size, settings.embed.embed_batch_max_tokens],
         "files": len(files),
         "bytes": sum(path.stat().st_size for path in files),
         "cache_metrics": cache,

@@ -45,9 +45,9 @@ async def daemon(tmp_path: Path, counting: CountingProvider) -> AsyncIterator[Da
 
 async def test_dropped_files_become_searchable(daemon: Daemon) -> None:
     settings = daemon.settings
-    doc = settings.documents_dirs[0] / "kernel.md"
+    doc = settings.watch.documents_dirs[0] / "kernel.md"
     doc.write_text("# Kernel notes\n\nThe watchdog reboots the router when the kernel panics.\n")
-    transcript = settings.conversations_dirs[0] / "proj" / "sess.jsonl"
+    transcript = settings.watch.conversations_dirs[0] / "proj" / "sess.jsonl"
     session = write_transcript(transcript, seed=21, exchanges=2)
 
     async def found(query: str, path: Path) -> bool:
@@ -84,7 +84,7 @@ async def test_a_dead_stage_stops_the_daemon_with_an_error_and_loses_nothing(
     with captured_logs("ERROR") as logs:
         running = asyncio.create_task(daemon.run())
         await asyncio.wait_for(daemon.ready.wait(), 60)
-        doc = settings.documents_dirs[0] / "notes.md"
+        doc = settings.watch.documents_dirs[0] / "notes.md"
         doc.write_text(markdown_document(4, 2))
         assert await asyncio.wait_for(running, 60) == 1
     crashes = [event for event in logs if event["event"] == "daemon.task_crashed"]
@@ -126,7 +126,7 @@ async def _count(daemon: Daemon, kind: str, path: Path) -> bool:
 async def test_reconcile_catches_what_events_missed(daemon: Daemon) -> None:
     daemon.watcher.stop()  # no more events: only the periodic reconcile scan can find the file
     await asyncio.sleep(0.3)
-    doc = daemon.settings.documents_dirs[0] / "quiet.md"
+    doc = daemon.settings.watch.documents_dirs[0] / "quiet.md"
     doc.write_text(markdown_document(5, 2))
     await until(lambda: _present(daemon, doc), limit_s=30, step=0.1)
 

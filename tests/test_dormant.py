@@ -108,14 +108,18 @@ sys.exit(main())
 async def _dormant(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **overrides: Any) -> tuple[Dormant, Any]:
     monkeypatch.delenv(LOCK_FD_ENV, raising=False)
     settings = make_settings(tmp_path, **overrides)
-    ledger = Ledger(settings.state_dir)
+    ledger = Ledger(settings.ops.state_dir)
     ledger.open()
-    ledger.rebuilt({str(settings.documents_dirs[0] / "old.md"): FileRecord("documents", Status.DELETED)})
+    ledger.rebuilt(
+        {str(settings.watch.documents_dirs[0] / "old.md"): FileRecord("documents", Status.DELETED)}
+    )
     ledger.close()
     dormant = Dormant(settings)
     task = asyncio.create_task(dormant.run())
     deadline = time.monotonic() + 20
-    while not (settings.state_dir / "daemon.json").exists() or not dormant.watcher.watches[0].started_wall:
+    while (
+        not (settings.ops.state_dir / "daemon.json").exists() or not dormant.watcher.watches[0].started_wall
+    ):
         assert time.monotonic() < deadline and not task.done()
         await asyncio.sleep(0.05)
     await asyncio.sleep(0.3)  # past the start-up reconcile
@@ -132,11 +136,11 @@ async def test_a_change_wakes_the_dormant_daemon(tmp_path: Path, monkeypatch: py
     dormant, task = await _dormant(tmp_path, monkeypatch)
     try:
         assert not task.done(), "nothing changed, so it stays dormant"
-        (dormant.settings.documents_dirs[0] / "new.md").write_text("# New\nSomething to ingest.\n")
+        (dormant.settings.watch.documents_dirs[0] / "new.md").write_text("# New\nSomething to ingest.\n")
         assert await asyncio.wait_for(task, 20) == 0
         assert dormant.next_mode == "daemon"
         assert os.environ[LOCK_FD_ENV] == str(dormant.ledger.handed_off_lock.fileno())
-        assert (dormant.settings.state_dir / "daemon.json").exists(), "kept for the next image"
+        assert (dormant.settings.ops.state_dir / "daemon.json").exists(), "kept for the next image"
     finally:
         _release(dormant)
 
@@ -172,7 +176,7 @@ async def test_a_stop_beats_a_wake_under_way(tmp_path: Path, monkeypatch: pytest
         dormant._on_signal()  # SIGTERM before the loop got to re-execute
         assert await asyncio.wait_for(task, 20) == 0
         assert dormant.next_mode is None, "it exits; it does not start the full daemon"
-        assert not (dormant.settings.state_dir / "daemon.json").exists()
+        assert not (dormant.settings.ops.state_dir / "daemon.json").exists()
         assert LOCK_FD_ENV not in os.environ
     finally:
         _release(dormant)

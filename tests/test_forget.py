@@ -12,8 +12,8 @@ from ingestd.engine import Engine
 
 
 async def test_forget_deletes_points_and_holds_until_the_file_changes(engine: Engine) -> None:
-    path = engine.settings.conversations_dirs[0] / "p" / "private.jsonl"
-    other = engine.settings.conversations_dirs[0] / "p" / "kept.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "private.jsonl"
+    other = engine.settings.watch.conversations_dirs[0] / "p" / "kept.jsonl"
     session = write_transcript(path, seed=21, exchanges=3)
     write_transcript(other, seed=22, exchanges=2)
     assert (await ingest(engine, path)).status == "done"
@@ -59,7 +59,7 @@ async def _stored(engine: Engine, path: Path) -> list[tuple[int, int]]:
 
 async def test_retry_of_a_forgotten_file_stores_all_its_chunks_once(uncached: Engine) -> None:
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "again.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "again.jsonl"
     write_transcript(path, seed=23, exchanges=8)
     first = await ingest(engine, path)
     assert first.status == "done" and first.chunks > 3
@@ -75,7 +75,7 @@ async def test_retry_of_a_forgotten_file_stores_all_its_chunks_once(uncached: En
 
 async def test_retry_of_a_done_file_replaces_its_points(uncached: Engine) -> None:
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "done.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "done.jsonl"
     write_transcript(path, seed=24, exchanges=6)
     first = await ingest(engine, path)
     assert engine.retry([str(path)]) == [str(path)]
@@ -88,8 +88,8 @@ async def test_retry_of_a_done_file_replaces_its_points(uncached: Engine) -> Non
 async def test_readd_brings_back_only_forgotten_files(uncached: Engine) -> None:
     """What `ingestd import PATH` needs for a forgotten file (its scan alone says unchanged)."""
     engine = uncached
-    forgotten = engine.settings.conversations_dirs[0] / "p" / "gone.jsonl"
-    kept = engine.settings.conversations_dirs[0] / "p" / "kept.jsonl"
+    forgotten = engine.settings.watch.conversations_dirs[0] / "p" / "gone.jsonl"
+    kept = engine.settings.watch.conversations_dirs[0] / "p" / "kept.jsonl"
     write_transcript(forgotten, seed=25, exchanges=3)
     write_transcript(kept, seed=26, exchanges=3)
     first = await ingest(engine, forgotten)

@@ -85,15 +85,15 @@ async def test_metrics_cover_files_chunks_timings_and_condition(
     daemon: Daemon, counting: CountingProvider
 ) -> None:
     settings = daemon.settings
-    good = settings.documents_dirs[0] / "notes.md"
+    good = settings.watch.documents_dirs[0] / "notes.md"
     good.write_text(markdown_document(3, 4))
-    transcript = settings.conversations_dirs[0] / "proj" / "s.jsonl"
+    transcript = settings.watch.conversations_dirs[0] / "proj" / "s.jsonl"
     write_transcript(transcript, seed=5, exchanges=3)
     state = daemon.engine.ledger
     await until(lambda: all((r := state.get(str(p))) and r.status == "done" for p in (good, transcript)))
 
     counting.fail_next = 100  # the next file cannot be embedded: quarantined after one attempt
-    bad = settings.documents_dirs[0] / "bad.md"
+    bad = settings.watch.documents_dirs[0] / "bad.md"
     bad.write_text("# Doomed\n\nThis document will not embed.\n")
     await until(lambda: (r := state.get(str(bad))) is not None and r.status == "quarantined")
     counting.fail_next = 0
@@ -133,7 +133,7 @@ async def test_health_is_degraded_when_embedding_halted(tmp_path: Path, counting
     daemon, task = await start(tmp_path, RefusingProvider(counting.inner))
     try:
         assert (await get(daemon, "/health"))[0] == 200
-        (daemon.settings.documents_dirs[0] / "notes.md").write_text(markdown_document(3, 2))
+        (daemon.settings.watch.documents_dirs[0] / "notes.md").write_text(markdown_document(3, 2))
         await until(lambda: daemon.engine.pipeline.status().embedding_halted is not None, 60)
         status, _, body = await get(daemon, "/health")
         assert status == 503 and '"status": "degraded"' in body and "refused the credentials" in body
@@ -149,14 +149,14 @@ async def test_progress_lines_while_busy_then_only_heartbeats(
     try:
         for n in range(3):
             write_transcript(
-                daemon.settings.conversations_dirs[0] / "p" / f"s{n}.jsonl", seed=40 + n, exchanges=4
+                daemon.settings.watch.conversations_dirs[0] / "p" / f"s{n}.jsonl", seed=40 + n, exchanges=4
             )
         await until(lambda: daemon.engine.pipeline.status().files_done >= 3)
         await until(lambda: any(e["event"] == "progress" and e["files_done"] >= 3 for e in logs))
         line = next(e for e in logs if e["event"] == "progress" and e["files_done"] >= 3)
         for key in ("chunks_done", "chunks_per_s", "files_per_s", "queue", "backlog_s", "rss_mb"):
             assert key in line, key
-        assert line["outcome"] == "busy" and line["path"] == str(daemon.settings.state_dir)
+        assert line["outcome"] == "busy" and line["path"] == str(daemon.settings.ops.state_dir)
         assert line["chunks_done"] > 0 and line["rss_mb"] > 0
 
         await asyncio.sleep(1.0)  # one more tick reports the end of the burst, then it is idle
@@ -263,7 +263,7 @@ async def test_backlog_age_counts_files_taken_off_the_queue_but_not_finished(
     gated = GatedProvider(counting)
     daemon, task = await start(tmp_path, gated)
     try:
-        path = daemon.settings.documents_dirs[0] / "slow.md"
+        path = daemon.settings.watch.documents_dirs[0] / "slow.md"
         path.write_text(markdown_document(7, 2))
         await until(lambda: daemon.engine.pipeline.job(str(path)) is not None and not len(daemon.queue))
         await asyncio.sleep(1.2)
@@ -288,7 +288,7 @@ async def test_progress_counts_the_chunks_of_a_file_still_being_read(
     """A long transcript takes minutes: its stored chunks show before the file is finished."""
     daemon, task = await start(tmp_path, counting, progress_log_seconds=0.3)
     try:
-        path = daemon.settings.conversations_dirs[0] / "p" / "long.jsonl"
+        path = daemon.settings.watch.conversations_dirs[0] / "p" / "long.jsonl"
         transcript_of_size(path, seed=44, size=3_000_000)
         await until(lambda: any(e["event"] == "progress" and e["chunks_done"] > 0 for e in logs), 120)
         line = next(e for e in logs if e["event"] == "progress" and e["chunks_done"] > 0)

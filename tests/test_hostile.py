@@ -75,9 +75,9 @@ def _hook_reads(monkeypatch: pytest.MonkeyPatch, target: Path, kind: Kind) -> li
 
 
 async def _controls(engine: Engine) -> tuple[Path, Path]:
-    transcript = engine.settings.conversations_dirs[0] / "control" / "ctl.jsonl"
+    transcript = engine.settings.watch.conversations_dirs[0] / "control" / "ctl.jsonl"
     write_transcript(transcript, seed=99, exchanges=1)
-    document = engine.settings.documents_dirs[0] / "control" / "ctl.md"
+    document = engine.settings.watch.documents_dirs[0] / "control" / "ctl.md"
     document.parent.mkdir(parents=True, exist_ok=True)
     document.write_text(markdown_document(99, 1))
     return transcript, document
@@ -124,7 +124,7 @@ async def _run_kind(
     monkeypatch: pytest.MonkeyPatch,
     events: Events,
 ) -> None:
-    watch = engine.settings.documents_dirs[0].parent
+    watch = engine.settings.watch.documents_dirs[0].parent
     options = Options(tiny_files=10_000, big_bytes=100 * MB)
     target = build(watch, options, only=[kind.name])[kind.name]
     struck = _hook_reads(monkeypatch, target, kind) if kind.during_read else []
@@ -132,7 +132,7 @@ async def _run_kind(
 
     # Everything at once, as a daemon's readers would take them.
     paths = sorted(target.iterdir()) if kind.name == "ten_thousand_tiny_files" else [target]
-    semaphore = asyncio.Semaphore(engine.settings.file_concurrency)
+    semaphore = asyncio.Semaphore(engine.settings.ops.file_concurrency)
 
     async def one(path: Path) -> Outcome | None:
         async with semaphore:

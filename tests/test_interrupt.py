@@ -45,7 +45,7 @@ async def test_cancelled_read_leaves_the_file_pending_then_resumes_cleanly(
     engine = Engine(settings, provider=counting)
     await engine.open("test")
     try:
-        path = settings.conversations_dirs[0] / "p" / "big.jsonl"
+        path = settings.watch.conversations_dirs[0] / "p" / "big.jsonl"
         write_transcript(path, seed=5, exchanges=120)
         task = asyncio.create_task(engine.submit(path))
 
@@ -78,7 +78,7 @@ async def test_cancel_while_every_chunk_is_acknowledged_does_not_mark_the_file_d
     """The SIGTERM case that used to record `done` at offset 0: the reader is cancelled between
     lines at a moment when all it has emitted is stored (no chunk in flight to hold the pass)."""
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "paused.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "paused.jsonl"
     write_transcript(path, seed=6, exchanges=30)
     original = ingestd.reader.read_lines  # what the pipeline calls, kept to delegate to
     paused = asyncio.Event()
@@ -119,7 +119,7 @@ async def test_stop_returns_while_the_store_is_down_and_the_file_stays_pending(
     settings = make_settings(tmp_path, qdrant_timeout_seconds=0.5)
     engine = Engine(settings, provider=counting)
     await engine.open("test")
-    path = settings.conversations_dirs[0] / "p" / "a.jsonl"
+    path = settings.watch.conversations_dirs[0] / "p" / "a.jsonl"
     real_delete = engine.store.delete_file
 
     async def down(*_: Any, **__: Any) -> None:
@@ -142,7 +142,7 @@ async def test_stop_returns_while_the_store_is_down_and_the_file_stays_pending(
     finally:
         engine.store.delete_file = real_delete  # type: ignore[method-assign]
         await engine.close()
-    saved = Ledger(settings.state_dir)
+    saved = Ledger(settings.ops.state_dir)
     saved.open()
     record = saved.get(str(path))
     saved.close()
@@ -186,7 +186,7 @@ async def test_a_job_still_in_flight_when_the_pipeline_stops_is_released_as_pend
     """`ingestd import` waits on `settled`: a job whose chunks no stage will acknowledge any more
     must end (pending) at stop, not keep its waiter for good."""
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "stuck.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "stuck.jsonl"
     write_transcript(path, seed=8, exchanges=4)
     asked = asyncio.Event()
 
@@ -217,7 +217,7 @@ async def test_a_stop_while_a_batch_is_handed_on_leaves_no_embedding_running(
     to cancel only batch N: N+1 ran on and reached the embedding cache after the engine closed
     it ("Cannot operate on a closed database", a task exception nobody retrieved; seen in CI)."""
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "long.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "long.jsonl"
     write_transcript(path, seed=9, exchanges=60)
     stalled = asyncio.Event()
     real_embed = counting.embed_documents
@@ -253,7 +253,7 @@ async def test_a_stop_during_a_read_stores_what_was_read_so_nothing_is_embedded_
     stored), not just the hand-off queue: after a stop mid-read and a restart, every chunk of
     the file has been embedded exactly once."""
     settings = make_settings(tmp_path, embed_cache_max_entries=0, read_block_bytes=4096, queue_max_chunks=8)
-    path = settings.conversations_dirs[0] / "p" / "long.jsonl"
+    path = settings.watch.conversations_dirs[0] / "p" / "long.jsonl"
     write_transcript(path, seed=12, exchanges=120)
     engine = Engine(settings, provider=counting)
     await engine.open("test")
@@ -270,7 +270,7 @@ async def test_a_stop_during_a_read_stores_what_was_read_so_nothing_is_embedded_
     finally:
         await engine.close()  # the stop: what was read lands within the grace
     first = len(counting.texts)
-    record = Ledger(settings.state_dir)
+    record = Ledger(settings.ops.state_dir)
     record.open()
     stopped = record.get(str(path))
     record.close()
@@ -289,7 +289,7 @@ async def test_a_stop_during_a_read_stores_what_was_read_so_nothing_is_embedded_
 
 async def test_pending_file_shrunk_below_its_resume_point_is_rewritten(uncached: Engine) -> None:
     engine = uncached
-    path = engine.settings.conversations_dirs[0] / "p" / "shrinks.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "shrinks.jsonl"
     write_transcript(path, seed=31, exchanges=12)
     assert (await ingest(engine, path)).status == "done"
     record = engine.ledger.get(str(path))
@@ -319,7 +319,7 @@ def _fenced_document(seed: int) -> str:
 
 async def test_markdown_resumed_mid_file_keeps_heading_and_fence_state(uncached: Engine) -> None:
     engine = uncached
-    path = engine.settings.documents_dirs[0] / "runbook.md"
+    path = engine.settings.watch.documents_dirs[0] / "runbook.md"
     path.write_text(_fenced_document(41))
     assert (await ingest(engine, path)).status == "done"
     data = path.read_bytes()

@@ -35,7 +35,7 @@ async def run_until(daemon: Daemon, condition: Any, limit: float = 60.0) -> None
 
 async def test_idle_model_is_unloaded(tmp_path: Path, counting: CountingProvider) -> None:
     settings = make_settings(tmp_path, embed_idle_unload_seconds=1.0)
-    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=1, exchanges=2)
+    write_transcript(settings.watch.conversations_dirs[0] / "p" / "s.jsonl", seed=1, exchanges=2)
     daemon = Daemon(settings, engine=Engine(settings, provider=counting))
     configure_logging("INFO", "json")  # model.unloaded is an info event
     try:
@@ -57,7 +57,7 @@ async def test_idle_daemon_stays_awake_when_it_must(
     settings = make_settings(
         tmp_path, embed_idle_unload_seconds=1.0, idle_dormant=why != "IDLE_DORMANT=false"
     )
-    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=3, exchanges=2)
+    write_transcript(settings.watch.conversations_dirs[0] / "p" / "s.jsonl", seed=3, exchanges=2)
     daemon = Daemon(settings, engine=Engine(settings, provider=counting))
 
     def unloaded() -> bool:
@@ -79,7 +79,7 @@ async def test_memory_over_the_limit_pauses_trims_and_recycles(
     tmp_path: Path, counting: CountingProvider
 ) -> None:
     settings = make_settings(tmp_path, operational_memory_mb=64)  # below any real RSS: always over
-    write_transcript(settings.conversations_dirs[0] / "p" / "s.jsonl", seed=2, exchanges=2)
+    write_transcript(settings.watch.conversations_dirs[0] / "p" / "s.jsonl", seed=2, exchanges=2)
     daemon = Daemon(settings, engine=Engine(settings, provider=counting))
     logs: list[MutableMapping[str, Any]]
     with structlog.testing.capture_logs() as logs:
@@ -87,5 +87,7 @@ async def test_memory_over_the_limit_pauses_trims_and_recycles(
     event = next(e for e in logs if e["event"] == "memory.high")
     assert event["limit_mb"] == 64 and event["outcome"] in ("trimmed", "model recycled")
     assert daemon.intake.is_set(), "intake resumes after the check"
-    record = ledger_record(settings.state_dir, str(settings.conversations_dirs[0] / "p" / "s.jsonl"))
+    record = ledger_record(
+        settings.ops.state_dir, str(settings.watch.conversations_dirs[0] / "p" / "s.jsonl")
+    )
     assert record is not None and record.status == "done"

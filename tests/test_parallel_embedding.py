@@ -93,7 +93,7 @@ async def test_the_pipeline_keeps_every_worker_busy_and_each_vector_with_its_chu
 ) -> None:
     counting = CountingProvider(two_calls)
     async with engine_with(tmp_path, counting) as engine:
-        path = engine.settings.conversations_dirs[0] / "session.jsonl"
+        path = engine.settings.watch.conversations_dirs[0] / "session.jsonl"
         write_transcript(path, seed=12, exchanges=30)
         outcome = await ingest(engine, path)
         assert outcome.status == "done" and len(counting.batches) >= 4

@@ -48,12 +48,12 @@ async def test_every_chunk_within_token_limit(engine: Engine) -> None:
     lines = [*session.lines(3), session.user(huge), session.tool_result("t", huge)]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(dump(lines))
-    doc = engine.settings.documents_dirs[0] / "big.md"
+    doc = engine.settings.watch.documents_dirs[0] / "big.md"
     doc.write_text(markdown_document(3, 40) + "\n" + "word " * 5000)
     await ingest(engine, path)
     await ingest(engine, doc)
     counter = engine.provider.counter.tokenizer
-    limit = engine.settings.chunk_max_tokens
+    limit = engine.settings.chunk.chunk_max_tokens
     for kind in ("conversations", "documents"):
         rows = await engine.store.scroll_all(kind, ["text"])
         assert rows
@@ -120,7 +120,7 @@ async def test_rewritten_file_replaces_its_points(engine: Engine) -> None:
 
 
 async def test_deletion_policies(engine: Engine) -> None:
-    doc = engine.settings.documents_dirs[0] / "gone.md"
+    doc = engine.settings.watch.documents_dirs[0] / "gone.md"
     doc.write_text(markdown_document(1, 3))
     transcript = conv(engine, "p", "kept.jsonl")
     write_transcript(transcript, seed=6, exchanges=2)
@@ -140,7 +140,7 @@ async def test_restart_resumes_without_duplicates(tmp_path: Path, counting) -> N
     from conftest import make_settings
 
     settings = make_settings(tmp_path, embed_cache_max_entries=0)  # counting sees every embedding
-    path = settings.conversations_dirs[0] / "p" / "resume.jsonl"
+    path = settings.watch.conversations_dirs[0] / "p" / "resume.jsonl"
     write_transcript(path, seed=8, exchanges=15)
     engine = Engine(settings, provider=counting)
     await engine.open("test")
@@ -221,7 +221,7 @@ async def test_codex_rollout_and_subagents(engine: Engine) -> None:
 
 
 async def test_documents_markdown_pdf_and_binary(engine: Engine, tmp_path: Path) -> None:
-    docs = engine.settings.documents_dirs[0]
+    docs = engine.settings.watch.documents_dirs[0]
     (docs / "notes.md").write_text(markdown_document(2, 6))
     (docs / "image.md").write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
     (docs / "page.html").write_text(
@@ -287,14 +287,14 @@ async def test_codex_rollout_without_session_meta_falls_back_to_its_folder(engin
 async def test_non_utf8_file_name_rewrite_and_delete_leave_no_stale_points(engine: Engine) -> None:
     from ingestd.recovery import rebuild_state
 
-    raw = os.fsencode(engine.settings.documents_dirs[0]) + b"/caf\xe9.md"
+    raw = os.fsencode(engine.settings.watch.documents_dirs[0]) + b"/caf\xe9.md"
     path = Path(os.fsdecode(raw))
     path.write_bytes(b"# Bytes\n\nA file name that is not UTF-8, about beavers.\n")
     assert (await ingest(engine, path)).status == "done"
     rows = await engine.store.scroll_all("documents", ["path", "generation", "text"])
-    shown = f"{engine.settings.documents_dirs[0]}/caf\\xe9.md"  # the byte kept as an escape
+    shown = f"{engine.settings.watch.documents_dirs[0]}/caf\\xe9.md"  # the byte kept as an escape
     assert [p["path"] for _, p in rows] == [shown]
-    rebuilt = Ledger(engine.settings.state_dir / "rebuilt")
+    rebuilt = Ledger(engine.settings.ops.state_dir / "rebuilt")
     rebuilt.open()
     assert await rebuild_state(engine.store, rebuilt) == 1
     assert [key for key, _ in rebuilt.records()] == [str(path)]
@@ -324,7 +324,7 @@ async def test_secrets_in_headings_and_titles_are_redacted(tmp_path: Path, count
 
 async def _check_metadata_redacted(engine: Engine) -> None:
     key = "AKIAIOSFODNN7EXAMPLE"
-    docs = engine.settings.documents_dirs[0]
+    docs = engine.settings.watch.documents_dirs[0]
     (docs / "keys.md").write_text(f"# Rotate {key} today\n\nThe deploy notes, about otters.\n")
     (docs / "keys.html").write_text(
         f"<html><head><title>Token {key}</title></head><body><p>Kernel notes.</p>"
@@ -351,7 +351,7 @@ async def test_small_files_share_batches_within_both_caps(tmp_path: Path, counti
     than EMBED_BATCH_SIZE chunks nor more than EMBED_BATCH_MAX_TOKENS once padded."""
     caps = {"embed_batch_size": 8, "embed_batch_max_tokens": 200, "embed_cache_max_entries": 0}
     async with engine_with(tmp_path, counting, **caps) as engine:
-        docs = [engine.settings.documents_dirs[0] / f"note{i}.md" for i in range(40)]
+        docs = [engine.settings.watch.documents_dirs[0] / f"note{i}.md" for i in range(40)]
         for i, doc in enumerate(docs):
             doc.write_text(f"# Note {i}\n\nSensor {i} drifts at dusk{' and again' * (i % 7)}.\n")
         outcomes = await asyncio.gather(*(ingest(engine, doc) for doc in docs))
@@ -367,7 +367,7 @@ async def test_small_files_share_batches_within_both_caps(tmp_path: Path, counti
 async def test_a_failed_completion_leaves_the_file_pending_and_says_why(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    doc = engine.settings.documents_dirs[0] / "notes.md"
+    doc = engine.settings.watch.documents_dirs[0] / "notes.md"
     doc.write_text(markdown_document(6, 2))
 
     def refuse(*_: object) -> None:
@@ -400,7 +400,7 @@ async def test_a_librarys_own_warnings_are_structured_lines_naming_the_file(
     try:
         good = simple_pdf(["Tide tables for the harbour"])
         shifted = good.replace(b"%PDF-1.4\n", b"%PDF-1.4\n%every offset is now wrong\n", 1)
-        path = engine.settings.documents_dirs[0] / "shifted.pdf"
+        path = engine.settings.watch.documents_dirs[0] / "shifted.pdf"
         path.write_bytes(shifted)
         outcome = await ingest(engine, path)
         with concerning("/notes/big.md"):
@@ -449,7 +449,7 @@ async def test_a_halt_waits_in_a_loop_so_the_stack_does_not_grow_round_after_rou
         retry_backoff_seconds=0.01,
         retry_backoff_max_seconds=0.01,
     ) as engine:
-        doc = engine.settings.documents_dirs[0] / "halted.md"
+        doc = engine.settings.watch.documents_dirs[0] / "halted.md"
         doc.write_text(markdown_document(3, 1))
         outcome = await ingest(engine, doc, limit_s=60)
         assert outcome.status == "done" and engine.pipeline.status().embedding_halted is None

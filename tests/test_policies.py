@@ -42,7 +42,7 @@ def markdown(topic: str) -> str:
 
 
 async def put_document(engine: Engine, name: str) -> tuple[Path, int]:
-    path = engine.settings.documents_dirs[0] / name
+    path = engine.settings.watch.documents_dirs[0] / name
     path.write_text(markdown(path.stem))
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks > 1
@@ -52,7 +52,7 @@ async def put_document(engine: Engine, name: str) -> tuple[Path, int]:
 
 
 async def put_transcript(engine: Engine, *parts: str, session: str = SESSION) -> tuple[Path, int]:
-    path = engine.settings.conversations_dirs[0].joinpath(*parts)
+    path = engine.settings.watch.conversations_dirs[0].joinpath(*parts)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(transcript_lines(session, path.stem))
     outcome = await ingest(engine, path)
@@ -63,8 +63,8 @@ async def put_transcript(engine: Engine, *parts: str, session: str = SESSION) ->
 
 
 async def test_defaults_purge_documents_and_keep_conversations(engine: Engine) -> None:
-    assert engine.settings.documents_purge_on_delete is True
-    assert engine.settings.conversations_purge_on_delete is False
+    assert engine.settings.store.documents_purge_on_delete is True
+    assert engine.settings.store.conversations_purge_on_delete is False
     doc, _ = await put_document(engine, "gone.md")
     other_doc, other_doc_points = await put_document(engine, "stays.md")
     transcript, transcript_points = await put_transcript(engine, "-home-dev-retry-lab", f"{SESSION}.jsonl")
@@ -95,7 +95,7 @@ async def test_documents_purge_off_keeps_a_deleted_documents_points(
 ) -> None:
     monkeypatch.setenv("DOCUMENTS_PURGE_ON_DELETE", "false")
     async with engine_with(tmp_path, counting) as engine:
-        assert engine.settings.documents_purge_on_delete is False
+        assert engine.settings.store.documents_purge_on_delete is False
         doc, points = await put_document(engine, "handbook.md")
         doc.unlink()
         outcome = await ingest(engine, doc)
@@ -121,7 +121,7 @@ async def test_conversations_purge_on_purges_a_deleted_transcripts_points(
 ) -> None:
     monkeypatch.setenv("CONVERSATIONS_PURGE_ON_DELETE", "true")
     async with engine_with(tmp_path, counting) as engine:
-        assert engine.settings.conversations_purge_on_delete is True
+        assert engine.settings.store.conversations_purge_on_delete is True
         project = "-home-dev-retry-lab"
         transcript, _ = await put_transcript(engine, project, f"{SESSION}.jsonl")
         subagent, sub_points = await put_transcript(

@@ -44,7 +44,7 @@ def test_every_real_transcript_parses() -> None:
 
 async def test_sample_ingests_within_the_token_limit(tmp_path: Path, counting: CountingProvider) -> None:
     settings = make_settings(tmp_path)
-    conversations, documents = settings.conversations_dirs[0], settings.documents_dirs[0]
+    conversations, documents = settings.watch.conversations_dirs[0], settings.watch.documents_dirs[0]
     shutil.copytree(CORPUS / "claude" / "d-kimuson-claude-code-viewer" / "projects", conversations / "viewer")
     for doc in sorted((CORPUS / "docs" / "rust-book").glob("ch0*.md"))[:10]:
         shutil.copy(doc, documents)
@@ -64,6 +64,6 @@ async def test_sample_ingests_within_the_token_limit(tmp_path: Path, counting: C
         tokenizer = engine.provider.counter.tokenizer
         for kind in ("conversations", "documents"):
             for _, payload in await engine.store.scroll_all(kind, ["text"]):
-                assert len(tokenizer.encode(str(payload["text"])).ids) <= settings.chunk_max_tokens
+                assert len(tokenizer.encode(str(payload["text"])).ids) <= settings.chunk.chunk_max_tokens
     finally:
         await engine.close()

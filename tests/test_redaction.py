@@ -185,11 +185,11 @@ async def test_secrets_never_reach_voyage_and_counts_reach_status(
         voyage_api_key=server.api_key,
         voyage_base_url=server.base_url,
     )
-    assert settings.redaction_enabled
+    assert settings.read.redaction_enabled
     engine = Engine(settings)
     await engine.open("test")
     try:
-        path = settings.conversations_dirs[0] / "p" / "secrets.jsonl"
+        path = settings.watch.conversations_dirs[0] / "p" / "secrets.jsonl"
         path.parent.mkdir(parents=True)
         session = ClaudeSession(9, "secrets")
         lines = [

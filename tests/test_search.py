@@ -61,7 +61,7 @@ async def rank_of_each(engine: Engine, notes: dict[Path, str]) -> list[int | Non
 
 async def test_hybrid_ranks_the_exact_twin_first(tmp_path: Path, counting: CountingProvider) -> None:
     async with engine_with(tmp_path, counting) as engine:
-        notes = twin_notes(engine.settings.documents_dirs[0])
+        notes = twin_notes(engine.settings.watch.documents_dirs[0])
         for path in notes:
             assert (await ingest(engine, path)).status == "done"
         hybrid = await rank_of_each(engine, notes)
@@ -72,7 +72,7 @@ async def test_hybrid_ranks_the_exact_twin_first(tmp_path: Path, counting: Count
 
 
 async def test_every_point_stores_its_bm25_vector(engine: Engine) -> None:
-    path = engine.settings.documents_dirs[0] / "note.md"
+    path = engine.settings.watch.documents_dirs[0] / "note.md"
     path.write_text("# Cache\n\nThe zq7frobnicator cache evicts entries by age.\n")
     await ingest(engine, path)
     name = await engine.store.ensure_collection("documents")
@@ -94,7 +94,7 @@ async def test_a_collection_without_bm25_is_searched_by_meaning(
     name = await recreate_documents(tmp_path, counting)
     with captured_logs("WARNING") as logs:
         async with engine_with(tmp_path, counting) as engine:
-            path = engine.settings.documents_dirs[0] / "old.md"
+            path = engine.settings.watch.documents_dirs[0] / "old.md"
             path.write_text("# Old\n\nThe legacy collection still answers questions about deploys.\n")
             assert (await ingest(engine, path)).status == "done"
             hits = await engine.search("legacy collection deploys", "documents", None, 1)
@@ -117,7 +117,7 @@ async def test_another_bm25_encoding_is_refused(tmp_path: Path, counting: Counti
 
 async def test_a_query_with_no_words_searches_by_meaning(engine: Engine) -> None:
     """BM25 finds no term in "?!", so the search falls back to the dense ranking alone."""
-    path = engine.settings.documents_dirs[0] / "note.md"
+    path = engine.settings.watch.documents_dirs[0] / "note.md"
     path.write_text("# Questions\n\nWhat is the answer to this?!\n")
     await ingest(engine, path)
     assert not engine.store.encoder.query("?! ...").indices

@@ -39,9 +39,9 @@ async def test_daemon_never_writes_inside_watched_folders(tmp_path: Path, counti
     settings = make_settings(tmp_path, reconcile_seconds=0.5)
     for index in range(3):
         write_transcript(
-            settings.conversations_dirs[0] / "p" / f"s{index}.jsonl", seed=400 + index, exchanges=2
+            settings.watch.conversations_dirs[0] / "p" / f"s{index}.jsonl", seed=400 + index, exchanges=2
         )
-        (settings.documents_dirs[0] / f"d{index}.md").write_text(markdown_document(400 + index, 2))
+        (settings.watch.documents_dirs[0] / f"d{index}.md").write_text(markdown_document(400 + index, 2))
     watch = tmp_path / "watch"
     before = _snapshot(watch)
     dir_mtimes = {d: os.stat(d).st_mtime_ns for d, _, _ in os.walk(watch)}
@@ -66,7 +66,7 @@ async def test_paths_outside_the_roots_are_refused(engine: Engine, tmp_path: Pat
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.md").write_text("# Secret\n\nThe vault code is in here.\n")
-    docs = engine.settings.documents_dirs[0]
+    docs = engine.settings.watch.documents_dirs[0]
     (docs / "link.md").symlink_to(outside / "secret.md")
     (docs / "linked-dir").symlink_to(outside, target_is_directory=True)
     for path in (docs / "link.md", docs / "linked-dir" / "secret.md", outside / "secret.md"):
@@ -134,7 +134,7 @@ def _daemon_outputs(env: dict[str, str], tmp_path: Path, bad: Path) -> list[str]
 def test_http_binds_to_loopback_by_default(tmp_path: Path) -> None:
     assert OpsSettings.model_fields["health_host"].default == "127.0.0.1"
     settings = make_settings(tmp_path)
-    assert settings.health_host == "127.0.0.1"
+    assert settings.ops.health_host == "127.0.0.1"
 
     async def bound() -> list[str]:
         daemon = Daemon(settings, engine=Engine(settings, provider=_Never()))

@@ -128,14 +128,6 @@ def test_a_changed_copy_is_validated_and_keeps_provider_defaults_apart(
         voyage.with_changes(nonsense=1)
 
 
-def test_flat_access_finds_the_section_during_the_transition() -> None:
-    settings = load_settings(_env_file=None)
-    assert settings.chunk_max_tokens == settings.chunk.chunk_max_tokens == 64
-    assert settings.model_cache_dir == settings.embed.model_cache_dir
-    with pytest.raises(AttributeError):
-        _ = settings.not_a_setting
-
-
 def test_redaction_follows_the_provider_unless_set() -> None:
     assert not load_settings(_env_file=None).read.redaction_enabled
     assert load_settings(_env_file=None, redact_secrets=True).read.redaction_enabled

@@ -31,11 +31,11 @@ from ledger_view import ledger_records
 def _corpus(settings: Settings) -> list[Path]:
     paths = []
     for index in range(3):
-        path = settings.conversations_dirs[0] / "p" / f"s{index}.jsonl"
+        path = settings.watch.conversations_dirs[0] / "p" / f"s{index}.jsonl"
         write_transcript(path, seed=70 + index, exchanges=3)
         paths.append(path)
     for index in range(2):
-        path = settings.documents_dirs[0] / f"d{index}.md"
+        path = settings.watch.documents_dirs[0] / f"d{index}.md"
         path.write_text(markdown_document(70 + index, 3))
         paths.append(path)
     return paths
@@ -62,7 +62,7 @@ async def _first_pass(
     assert set((await _ingest_all(engine, paths)).values()) == {"done"}
     points = {kind: await engine.store.count(kind) for kind in ("conversations", "documents")}
     await engine.close()
-    assert (settings.state_dir / "ledger.db").exists()
+    assert (settings.ops.state_dir / "ledger.db").exists()
     return paths, len(counting.texts), points
 
 
@@ -70,9 +70,9 @@ def _as_state_json(settings: Settings) -> bytes:
     """The ledger's records as the JSON store wrote them (tests/fixtures/state-v1.json's shape)."""
     files = {
         key: {name: getattr(record, name) for name in COLUMNS}
-        for key, record in ledger_records(settings.state_dir).items()
+        for key, record in ledger_records(settings.ops.state_dir).items()
     }
-    for path in settings.state_dir.glob("ledger.db*"):
+    for path in settings.ops.state_dir.glob("ledger.db*"):
         path.unlink()
     return json.dumps({"version": 1, "meta": {}, "files": files}, separators=(",", ":")).encode()
 
@@ -84,13 +84,13 @@ async def test_state_json_is_migrated_and_nothing_is_embedded_again(
     """An installation of the JSON store upgrades: its records come over as they were."""
     settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
-    before = ledger_records(settings.state_dir)
+    before = ledger_records(settings.ops.state_dir)
     legacy = _as_state_json(settings)
     if backup_only:  # state.json damaged, its backup good
-        (settings.state_dir / "state.json").write_bytes(legacy[: len(legacy) // 2])
-        (settings.state_dir / "state.json.bak").write_bytes(legacy)
+        (settings.ops.state_dir / "state.json").write_bytes(legacy[: len(legacy) // 2])
+        (settings.ops.state_dir / "state.json.bak").write_bytes(legacy)
     else:
-        (settings.state_dir / "state.json").write_bytes(legacy)
+        (settings.ops.state_dir / "state.json").write_bytes(legacy)
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
@@ -101,7 +101,7 @@ async def test_state_json_is_migrated_and_nothing_is_embedded_again(
         assert bool(recovered) == backup_only
         assert not [e for e in events() if e["event"] == "state.rebuilt"], "migrated, not rebuilt"
         assert {key: record.generation for key, record in before.items()} == {
-            key: record.generation for key, record in ledger_records(settings.state_dir).items()
+            key: record.generation for key, record in ledger_records(settings.ops.state_dir).items()
         }
         statuses = await _ingest_all(engine, paths)
         assert set(statuses.values()) == {"unchanged"}, statuses
@@ -110,7 +110,7 @@ async def test_state_json_is_migrated_and_nothing_is_embedded_again(
     finally:
         await engine.close()
     assert (
-        settings.state_dir / ("state.json.bak.migrated" if backup_only else "state.json.migrated")
+        settings.ops.state_dir / ("state.json.bak.migrated" if backup_only else "state.json.migrated")
     ).exists()
 
 
@@ -120,7 +120,7 @@ async def test_damaged_ledger_is_rebuilt_from_qdrant(
 ) -> None:
     settings = make_settings(tmp_path, embed_cache_max_entries=0)
     paths, embedded, points = await _first_pass(settings, counting)
-    db = settings.state_dir / "ledger.db"
+    db = settings.ops.state_dir / "ledger.db"
     data = db.read_bytes()
     damaged = {
         "truncated": data[: len(data) // 2],
@@ -144,7 +144,9 @@ async def test_damaged_ledger_is_rebuilt_from_qdrant(
         assert len(counting.texts) == embedded, "a rebuilt ledger must not re-embed what Qdrant holds"
         assert {k: await engine.store.count(k) for k in points} == points
         aside = [
-            p for p in settings.state_dir.glob("ledger.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))
+            p
+            for p in settings.ops.state_dir.glob("ledger.db.corrupt-*")
+            if not p.name.endswith(("-wal", "-shm"))
         ]
         assert [p.read_bytes() for p in aside] == [damaged], "the damaged file is kept for inspection"
         again = await _ingest_all(engine, paths)
@@ -196,7 +198,7 @@ async def test_deleted_state_is_rebuilt_from_qdrant_without_stale_generations(
     points = {kind: await engine.store.count(kind) for kind in points}
     embedded = len(counting.texts)
     await engine.close()
-    for path in settings.state_dir.glob("ledger.db*"):
+    for path in settings.ops.state_dir.glob("ledger.db*"):
         path.unlink()
 
     engine = Engine(settings, provider=counting)

@@ -401,7 +401,7 @@ async def test_secret_lines_reach_neither_the_logs_nor_the_store(
         {"type": "my db password is hunter2", "sessionId": SESSION, "message": {"content": "x"}},
         claude("user", "the build is green again", "u-1", "t"),
     ]
-    path = write(engine.settings.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl", lines)
+    path = write(engine.settings.watch.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl", lines)
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks == 1
     logged = events()
@@ -636,7 +636,8 @@ def write(path: Path, lines: Iterable[Any]) -> Path:
 async def test_claude_session_end_to_end_payloads(engine: Engine, counting: CountingProvider) -> None:
     body = "KINGFISHER " + "".join(f"row {n:04d} ok; " for n in range(400)) + "ZEBRAFINCH"
     path = write(
-        engine.settings.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl", claude_session(tool_result=body)
+        engine.settings.watch.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl",
+        claude_session(tool_result=body),
     )
     outcome = await ingest(engine, path)
     assert outcome.status == "done" and outcome.chunks >= 2
@@ -679,9 +680,9 @@ async def test_include_settings_keep_thinking_images_and_set_the_cap(
     monkeypatch.setenv("TOOL_RESULT_MAX_CHARS", "120")
     body = "KINGFISHER " + "".join(f"row {n:04d} ok; " for n in range(40)) + "ZEBRAFINCH"
     async with engine_with(tmp_path, counting) as engine:
-        assert engine.settings.include_thinking and engine.settings.include_images
+        assert engine.settings.read.include_thinking and engine.settings.read.include_images
         path = write(
-            engine.settings.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl",
+            engine.settings.watch.conversations_dirs[0] / PROJECT / f"{SESSION}.jsonl",
             claude_session(tool_result=body),
         )
         assert (await ingest(engine, path)).status == "done"
@@ -694,7 +695,7 @@ async def test_include_settings_keep_thinking_images_and_set_the_cap(
 
 
 async def test_subagent_files_are_part_of_their_session_end_to_end(engine: Engine) -> None:
-    root = engine.settings.conversations_dirs[0]
+    root = engine.settings.watch.conversations_dirs[0]
     main = write(root / PROJECT / f"{SESSION}.jsonl", claude_session())
     beside = write(root / PROJECT / "agent-1f2e3d4c.jsonl", agent_lines(SESSION, "1f2e3d4c"))
     nested = write(
@@ -719,7 +720,7 @@ async def test_subagent_files_are_part_of_their_session_end_to_end(engine: Engin
 async def test_codex_rollout_end_to_end(engine: Engine, counting: CountingProvider, events: Events) -> None:
     lines = codex_lines()
     lines.insert(4, b'{"timestamp":"2025-10-30T11:00:03.500Z","type":"response_item","payload":{"type":')
-    rollout = write(engine.settings.conversations_dirs[0] / "2025" / "10" / "30" / ROLLOUT.name, lines)
+    rollout = write(engine.settings.watch.conversations_dirs[0] / "2025" / "10" / "30" / ROLLOUT.name, lines)
     outcome = await ingest(engine, rollout)
     assert outcome.status == "done" and outcome.chunks >= 1
     rows = await payloads(engine, rollout)
@@ -747,7 +748,7 @@ async def test_codex_rollout_end_to_end(engine: Engine, counting: CountingProvid
 async def test_agent_file_starting_with_a_summary_stays_in_the_parent_session(engine: Engine) -> None:
     summary = {"type": "summary", "summary": "Found 3 TODOs", "leafUuid": "a-2"}
     path = write(
-        engine.settings.conversations_dirs[0] / PROJECT / "agent-1f2e3d4c.jsonl",
+        engine.settings.watch.conversations_dirs[0] / PROJECT / "agent-1f2e3d4c.jsonl",
         [summary, *agent_lines(SESSION, "1f2e3d4c")],
     )
     assert (await ingest(engine, path)).status == "done"

@@ -72,7 +72,9 @@ def voyage_settings(tmp: Path, server: VoyageServer, **overrides: Any) -> Settin
         **overrides,
     }
     settings = make_settings(tmp, **values)
-    assert settings.voyage_base_url is not None and settings.voyage_base_url.startswith("http://127.0.0.1:")
+    assert settings.embed.voyage_base_url is not None and settings.embed.voyage_base_url.startswith(
+        "http://127.0.0.1:"
+    )
     return settings
 
 
@@ -97,10 +99,10 @@ def assert_within_caps(server: VoyageServer) -> None:
 def test_settings_validate_voyage_per_model(tmp_path: Path) -> None:
     base: dict[str, Any] = {"_env_file": None, "embedding_provider": "voyage", "voyage_api_key": "pa-x"}
     settings = load_settings(**base)
-    assert settings.embedding_model == "voyage-3.5", "the FastEmbed default is replaced by Voyage's"
-    assert settings.redaction_enabled, "redaction defaults on for a cloud provider"
-    assert not load_settings(_env_file=None).redaction_enabled, "and off for FastEmbed"
-    assert not load_settings(**base, redact_secrets=False).redaction_enabled
+    assert settings.embed.embedding_model == "voyage-3.5", "the FastEmbed default is replaced by Voyage's"
+    assert settings.read.redaction_enabled, "redaction defaults on for a cloud provider"
+    assert not load_settings(_env_file=None).read.redaction_enabled, "and off for FastEmbed"
+    assert not load_settings(**base, redact_secrets=False).read.redaction_enabled
     assert load_settings(**base, embedding_model="voyage-3-large", voyage_output_dimension=2048)
     assert load_settings(**base, chunk_max_tokens=1024, embed_batch_max_tokens=8192), "256 is FastEmbed's cap"
     bad: list[tuple[dict[str, Any], str]] = [
@@ -123,18 +125,26 @@ def test_settings_validate_voyage_per_model(tmp_path: Path) -> None:
 def test_voyage_batch_defaults_are_one_full_request(tmp_path: Path) -> None:
     base: dict[str, Any] = {"_env_file": None, "embedding_provider": "voyage", "voyage_api_key": "pa-x"}
     fastembed = load_settings(_env_file=None)
-    assert (fastembed.embed_batch_size, fastembed.embed_batch_max_tokens, fastembed.queue_max_chunks) == (
+    assert (
+        fastembed.embed.embed_batch_size,
+        fastembed.embed.embed_batch_max_tokens,
+        fastembed.ops.queue_max_chunks,
+    ) == (
         16,
         512,
         256,
     )
     for model, cap in (("voyage-3.5", 320_000), ("voyage-3-large", 120_000), ("voyage-3.5-lite", 1_000_000)):
         settings = load_settings(**base, embedding_model=model)
-        assert settings.embed_batch_size == MAX_TEXTS
-        assert settings.embed_batch_max_tokens == cap - MAX_TEXTS * PROMPT_OVERHEAD
-        assert settings.queue_max_chunks >= MAX_TEXTS, "the chunk queue can fill a request"
+        assert settings.embed.embed_batch_size == MAX_TEXTS
+        assert settings.embed.embed_batch_max_tokens == cap - MAX_TEXTS * PROMPT_OVERHEAD
+        assert settings.ops.queue_max_chunks >= MAX_TEXTS, "the chunk queue can fill a request"
     chosen = load_settings(**base, embed_batch_size=64, embed_batch_max_tokens=8192, queue_max_chunks=128)
-    assert (chosen.embed_batch_size, chosen.embed_batch_max_tokens, chosen.queue_max_chunks) == (
+    assert (
+        chosen.embed.embed_batch_size,
+        chosen.embed.embed_batch_max_tokens,
+        chosen.ops.queue_max_chunks,
+    ) == (
         64,
         8192,
         128,
@@ -142,7 +152,9 @@ def test_voyage_batch_defaults_are_one_full_request(tmp_path: Path) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("EMBEDDING_PROVIDER=voyage\nVOYAGE_API_KEY=pa-x\nEMBED_BATCH_SIZE=32\n")
     from_env = load_settings(_env_file=env_file)
-    assert (from_env.embed_batch_size, from_env.embed_batch_max_tokens) == (32, 304_000), "set means set"
+    assert (from_env.embed.embed_batch_size, from_env.embed.embed_batch_max_tokens) == (32, 304_000), (
+        "set means set"
+    )
 
 
 def test_identity_and_batch_planning(tmp_path: Path, server: VoyageServer) -> None:
@@ -356,11 +368,11 @@ async def test_end_to_end_ingest_and_search(voyage_engine: Engine, server: Voyag
     engine = voyage_engine
     assert isinstance(engine.provider, VoyageProvider)
     assert engine.store.collections["conversations"].endswith("voyage-voyage-3-5-1024")
-    path = engine.settings.conversations_dirs[0] / "-home-dev-project" / "s1.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "-home-dev-project" / "s1.jsonl"
     session = write_transcript(path, seed=1, exchanges=30)
     with path.open("ab") as handle:
         handle.write(dump([session.user("The zebra quantum marmalade broke the nightly build.")]))
-    doc = engine.settings.documents_dirs[0] / "notes.md"
+    doc = engine.settings.watch.documents_dirs[0] / "notes.md"
     doc.write_text(markdown_document(2, 4))
     outcome = await ingest(engine, path, limit_s=30)
     assert outcome.status == "done" and outcome.embedded == outcome.chunks > 0
@@ -387,11 +399,14 @@ async def test_pipeline_batches_fill_requests_up_to_the_model_cap(
     settings = voyage_settings(
         tmp_path, server, embedding_model="voyage-3-large", voyage_output_dimension=256
     )
-    assert (settings.embed_batch_size, settings.embed_batch_max_tokens) == (1000, 120_000 - 1000 * 16)
+    assert (settings.embed.embed_batch_size, settings.embed.embed_batch_max_tokens) == (
+        1000,
+        120_000 - 1000 * 16,
+    )
     engine = Engine(settings)
     await engine.open("test")
     try:
-        doc = settings.documents_dirs[0] / "long.md"
+        doc = settings.watch.documents_dirs[0] / "long.md"
         doc.write_text("\n\n".join(f"Paragraph {n}. {words(60, n)}." for n in range(600)))  # no repeats
         outcome = await ingest(engine, doc, limit_s=50)
         assert outcome.status == "done" and outcome.chunks > 1000
@@ -408,7 +423,7 @@ async def test_pipeline_batches_fill_requests_up_to_the_model_cap(
 
 async def test_failing_file_is_quarantined_then_retried(voyage_engine: Engine, server: VoyageServer) -> None:
     engine = voyage_engine
-    path = engine.settings.conversations_dirs[0] / "p" / "q.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "q.jsonl"
     write_transcript(path, seed=3, exchanges=1)
     server.always = Fault(500)
     outcome = await ingest(engine, path, limit_s=30)
@@ -426,7 +441,7 @@ async def test_rate_limited_file_recovers(
     voyage_engine: Engine, server: VoyageServer, events: Events
 ) -> None:
     engine = voyage_engine
-    path = engine.settings.conversations_dirs[0] / "p" / "r.jsonl"
+    path = engine.settings.watch.conversations_dirs[0] / "p" / "r.jsonl"
     write_transcript(path, seed=4, exchanges=1)
     server.fail(429)  # RETRY_MAX_ATTEMPTS=2: one refusal, then the retry
     outcome = await ingest(engine, path, limit_s=30)
@@ -449,7 +464,7 @@ async def test_bad_key_halts_embedding_and_degrades_health(
         daemon = Daemon(settings, engine=engine)
         daemon.ready.set()
         assert (await daemon.health_report())["status"] == "ok"
-        path = settings.conversations_dirs[0] / "p" / "a.jsonl"
+        path = settings.watch.conversations_dirs[0] / "p" / "a.jsonl"
         write_transcript(path, seed=5, exchanges=1)
         job = await engine.submit(path)
         assert isinstance(job, FileJob)

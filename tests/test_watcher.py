@@ -26,7 +26,7 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
 
 def opened_ledger(settings: Settings) -> Ledger:
     """An empty ledger, as a first start has: every file found is new."""
-    ledger = Ledger(settings.state_dir)
+    ledger = Ledger(settings.ops.state_dir)
     ledger.open()
     return ledger
 
@@ -35,7 +35,7 @@ def opened_ledger(settings: Settings) -> Ledger:
 async def running(tmp_path: Path) -> AsyncIterator[Watcher]:
     settings = make_settings(tmp_path, watch_probe_seconds=0, watch_poll_delay_ms=100)
     ledger = opened_ledger(settings)
-    watcher = Watcher(settings, WorkQueue(), ledger, metrics=Metrics())
+    watcher = Watcher(settings.watch, settings.ops.state_dir, WorkQueue(), ledger, metrics=Metrics())
     watcher.grace = 1.0  # the default allows 5 s for an event; the test waits for its own
     supervisor = Supervisor()
     watcher.start(supervisor)
@@ -97,10 +97,10 @@ async def test_root_without_events_is_switched_to_polling(
 
 async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -> None:
     settings: Settings = make_settings(tmp_path, watch_probe_seconds=0)
-    before = settings.documents_dirs[0].resolve() / "before.md"
+    before = settings.watch.documents_dirs[0].resolve() / "before.md"
     before.write_text("# Written before the watcher started\n")
     ledger = opened_ledger(settings)
-    watcher = Watcher(settings, WorkQueue(), ledger)
+    watcher = Watcher(settings.watch, settings.ops.state_dir, WorkQueue(), ledger)
     watcher.grace = 1.0
     supervisor = Supervisor()
     watcher.start(supervisor)
@@ -122,13 +122,13 @@ async def test_old_and_announced_changes_are_not_missed_events(tmp_path: Path) -
 
 
 async def test_probe_writes_next_to_the_state_only(
-    running: Watcher, logs: list[MutableMapping[str, Any]]
+    running: Watcher, logs: list[MutableMapping[str, Any]], tmp_path: Path
 ) -> None:
     watcher = running
     roots_before = {w.root: sorted(w.root.rglob("*")) for w in watcher.watches}
     result = await watcher.probe()
     assert result.ok is True and result.latency_s is not None and result.error is None
-    assert watcher.probe_dir.parent == watcher.settings.state_dir.resolve()
+    assert watcher.probe_dir.parent == (tmp_path / "state").resolve(), "STATE_DIR of make_settings"
     assert list(watcher.probe_dir.iterdir()) == [], "the probe file is removed"
     assert {w.root: sorted(w.root.rglob("*")) for w in watcher.watches} == roots_before
     assert all(w.mode == "events" for w in watcher.watches)

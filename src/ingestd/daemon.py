@@ -42,7 +42,13 @@ class Daemon:
         self.settings = settings
         self.engine = engine or Engine(settings)
         self.queue = WorkQueue()
-        self.watcher = Watcher(settings, self.queue, self.engine.ledger, metrics=self.engine.metrics)
+        self.watcher = Watcher(
+            settings.watch,
+            settings.ops.state_dir,
+            self.queue,
+            self.engine.ledger,
+            metrics=self.engine.metrics,
+        )
         self.engine.metrics.bind(
             files_queued=lambda: len(self.queue),
             backlog_age=self.backlog_age,
@@ -50,8 +56,8 @@ class Daemon:
             store_up=lambda: self.engine.pipeline.status().store_available,
         )
         self.health = HealthServer(
-            settings.health_host,
-            settings.health_port,
+            settings.ops.health_host,
+            settings.ops.health_port,
             self.health_report,
             self.engine.metrics.exposition,
             self._actions(),
@@ -78,7 +84,7 @@ class Daemon:
         announce(self.settings.ops, self.health.bound_port)
         log.info(
             "daemon.starting",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             outcome="starting",
             store=self.engine.store.location,
             model=self.engine.provider.fingerprint,
@@ -104,7 +110,7 @@ class Daemon:
             self._start_housekeeping()
             self.ready.set()
             log.info(
-                "daemon.ready", path=str(self.settings.state_dir), queued=len(self.queue), outcome="ready"
+                "daemon.ready", path=str(self.settings.ops.state_dir), queued=len(self.queue), outcome="ready"
             )
             return await self._supervise()
         finally:
@@ -112,19 +118,19 @@ class Daemon:
 
     def _start_housekeeping(self) -> None:
         """Readers, and the timers: reconcile scans, progress lines, idle unload, memory guard."""
-        for n in range(self.settings.file_concurrency):
+        for n in range(self.settings.ops.file_concurrency):
             self.supervisor.add(f"reader-{n}", self._reader(n))
         self.watcher.schedule_reconciles(self.supervisor)
         progress = ProgressLog(
-            self.settings.progress_log_seconds,
-            self.settings.heartbeat_seconds,
-            str(self.settings.state_dir),
+            self.settings.ops.progress_log_seconds,
+            self.settings.ops.heartbeat_seconds,
+            str(self.settings.ops.state_dir),
             self.engine.pipeline.status,
             lambda: len(self.queue),
             self.backlog_age,
         )
         self.supervisor.timer("progress", progress.tick_seconds, progress.tick)
-        idle_limit = self.settings.embed_idle_unload_seconds
+        idle_limit = self.settings.embed.embed_idle_unload_seconds
         self.supervisor.timer("idle-unload", min(idle_limit, IDLE_CHECK_LIMIT), self._unload_if_idle)
         self.supervisor.timer("memory", MEMORY_CHECK_SECONDS, self._check_memory)
 
@@ -140,7 +146,7 @@ class Daemon:
         error = crashed.exception()
         log.error(
             "daemon.task_crashed",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             task=crashed.get_name(),
             error=f"{type(error).__name__}: {error}",
             outcome="exiting",
@@ -151,7 +157,7 @@ class Daemon:
 
     def request_stop(self, why: str = "request") -> None:
         if not self.stopping.is_set():
-            log.info("daemon.stopping", path=str(self.settings.state_dir), signal=why, outcome="stopping")
+            log.info("daemon.stopping", path=str(self.settings.ops.state_dir), signal=why, outcome="stopping")
             self.stopping.set()
 
     def _on_signal(self, name: str) -> None:
@@ -162,7 +168,7 @@ class Daemon:
     def _on_hup(self) -> None:
         log.warning(
             "daemon.sighup",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             outcome="ignored",
             reason="configuration is read at start-up only; restart ingestd to apply changes",
         )
@@ -184,10 +190,10 @@ class Daemon:
         await self.engine.close()
         await self.health.stop()
         if self.next_mode is None:
-            withdraw(self.settings.state_dir)
+            withdraw(self.settings.ops.state_dir)
         log.info(
             "daemon.stopped",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             seconds=round(time.monotonic() - started, 2),
             outcome=self.next_mode or "stopped",
         )
@@ -236,7 +242,7 @@ class Daemon:
 
     async def _check_memory(self) -> None:
         """Above OPERATIONAL_MEMORY_MB: pause intake, trim; recycle the model only if that fails."""
-        limit = self.settings.operational_memory_mb
+        limit = self.settings.ops.operational_memory_mb
         if rss_mb() <= limit:
             return
         self.intake.clear()
@@ -251,7 +257,7 @@ class Daemon:
         self.intake.set()
         log.warning(
             "memory.high",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             rss_before_mb=before,
             rss_mb=after,
             limit_mb=limit,
@@ -263,7 +269,7 @@ class Daemon:
         status = self.engine.pipeline.status()
         idle = time.monotonic() - max(status.last_work, self._last_call)
         busy = status.files_in_flight or len(self.queue)
-        if self.stopping.is_set() or idle < self.settings.embed_idle_unload_seconds or busy:
+        if self.stopping.is_set() or idle < self.settings.embed.embed_idle_unload_seconds or busy:
             return
         provider = self.engine.provider
         if provider.loaded:
@@ -272,14 +278,14 @@ class Daemon:
             self.engine.metrics.model_loaded.set(0)
             log.info(
                 "model.unloaded",
-                path=str(self.settings.state_dir),
+                path=str(self.settings.ops.state_dir),
                 idle_s=round(idle),
                 rss_before_mb=before,
                 rss_mb=rss_mb(),
                 outcome="unloaded",
             )
         # Also after a wake that loaded nothing (`ingestd status`): the libraries stay loaded.
-        if self.settings.idle_dormant and self._nothing_left_to_retry(status):
+        if self.settings.ops.idle_dormant and self._nothing_left_to_retry(status):
             self.next_mode = "dormant"
             self.request_stop("idle")
 

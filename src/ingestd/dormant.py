@@ -33,7 +33,7 @@ ACTIONS = ("search", "status", "retry", "forget")
 class Dormant:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.ledger = Ledger(settings.state_dir)
+        self.ledger = Ledger(settings.ops.state_dir)
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self.metrics.bind(  # no store_up: whether Qdrant answers is not known here
@@ -41,10 +41,12 @@ class Dormant:
             backlog_age=self.queue.oldest_age,
             model_loaded=lambda: False,
         )
-        self.watcher = Watcher(settings, self.queue, self.ledger, metrics=self.metrics)
+        self.watcher = Watcher(
+            settings.watch, settings.ops.state_dir, self.queue, self.ledger, metrics=self.metrics
+        )
         self.health = HealthServer(
-            settings.health_host,
-            settings.health_port,
+            settings.ops.health_host,
+            settings.ops.health_port,
             self.health_report,
             self.metrics.exposition,
             {name: self._wake_for(name) for name in ACTIONS},
@@ -70,7 +72,7 @@ class Dormant:
         self.watcher.start(self.supervisor)
         log.info(
             "daemon.dormant",
-            path=str(self.settings.state_dir),
+            path=str(self.settings.ops.state_dir),
             files=len(self.ledger),
             rss_mb=rss_mb(),
             outcome="dormant",
@@ -89,16 +91,16 @@ class Dormant:
             if self.next_mode is not None:
                 hand_over(self.health, self.ledger)
             else:
-                withdraw(self.settings.state_dir)
+                withdraw(self.settings.ops.state_dir)
                 self.ledger.unlock()
-                log.info("daemon.stopped", path=str(self.settings.state_dir), outcome="stopped")
+                log.info("daemon.stopped", path=str(self.settings.ops.state_dir), outcome="stopped")
         return 0
 
     async def _until_finished(self) -> None:
         """Until a signal or a wake. A task that dies wakes the full daemon, which supervises."""
         crashed = await self.supervisor.wait_first_crash(self._finished)
         if crashed is not None:
-            self.wake(str(self.settings.state_dir), f"{crashed.get_name()}: {crashed.exception()!r}")
+            self.wake(str(self.settings.ops.state_dir), f"{crashed.get_name()}: {crashed.exception()!r}")
 
     def _on_signal(self) -> None:
         """A stop beats a wake that is under way: the process exits instead of re-executing."""

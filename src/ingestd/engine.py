@@ -30,9 +30,9 @@ log = get_logger("ingestd.engine")
 class Engine:
     def __init__(self, settings: Settings, provider: EmbeddingProvider | None = None) -> None:
         self.settings = settings
-        for secret in (settings.qdrant_api_key, settings.voyage_api_key):
+        for secret in (settings.store.qdrant_api_key, settings.embed.voyage_api_key):
             register_secret(secret.get_secret_value() if secret else None)
-        self.ledger = Ledger(settings.state_dir)
+        self.ledger = Ledger(settings.ops.state_dir)
         self.provider = provider or build_provider(settings.embed)
         self.store = VectorStore(
             settings.store,
@@ -45,19 +45,21 @@ class Engine:
         self.metrics = Metrics()
         self.cache = (
             EmbeddingCache(
-                settings.state_dir / "cache", self.provider.fingerprint, settings.embed_cache_max_entries
+                settings.ops.state_dir / "cache",
+                self.provider.fingerprint,
+                settings.embed.embed_cache_max_entries,
             )
-            if settings.embed_cache_max_entries > 0
+            if settings.embed.embed_cache_max_entries > 0
             else None
         )
         self.pipeline = Pipeline(
             settings, self.provider, self.store, self.ledger, self.metrics, self._redactor(), self.cache
         )
-        self.roots = settings.roots()
+        self.roots = settings.watch.roots()
         self.started = time.time()
 
     def _redactor(self) -> Any:
-        if not self.settings.redaction_enabled:
+        if not self.settings.read.redaction_enabled:
             return None
         from ingestd.redaction import redact
 

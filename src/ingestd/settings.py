@@ -46,16 +46,6 @@ __all__ = [
 VOYAGE_CHUNK_TOKENS = 128
 
 
-# TRANSITION: the sections' derived values, for the flat access of `Settings.__getattr__`.
-_DERIVED_IN = {
-    "roots": "watch",
-    "redaction_enabled": "read",
-    "model_cache_dir": "embed",
-    "qdrant_local_path": "store",
-    "state_file": "ops",
-}
-
-
 class Settings(BaseModel):
     """All of ingestd's settings: one section per component, and the checks that span them.
 
@@ -151,13 +141,6 @@ class Settings(BaseModel):
             embed.embed_batch_max_tokens = tokens
         if "queue_max_chunks" not in given:
             self.ops.queue_max_chunks = max(self.ops.queue_max_chunks, embed.embed_batch_size)
-
-    def __getattr__(self, name: str) -> Any:
-        # TRANSITION: removed once every component takes its own section
-        key = SECTION_OF.get(name) or _DERIVED_IN.get(name)
-        if key is None:
-            return super().__getattr__(name)  # type: ignore[misc]  # pydantic's private attributes
-        return getattr(getattr(self, key), name)
 
 
 def _build_sections(flat: dict[str, Any]) -> dict[str, Section]:

@@ -195,7 +195,6 @@ class OpsSettings(Section):
     state_dir: Path = Path("state")
     file_concurrency: int = Field(default=4, ge=1, le=64)
     queue_max_chunks: int = Field(default=256, ge=1)
-    state_flush_seconds: float = Field(default=1.0, ge=0)
     operational_memory_mb: int = Field(default=1024, ge=64)
     idle_dormant: bool = True
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -210,11 +209,6 @@ class OpsSettings(Section):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
-
-    @property
-    def state_file(self) -> Path:
-        # TRANSITION: removed with state.json, once the ledger (SQLite) replaces it.
-        return self.state_dir / "state.json"
 
 
 SECTIONS: dict[str, type[Section]] = {

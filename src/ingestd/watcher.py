@@ -30,7 +30,7 @@ from ingestd.discovery import root_of, scan, wanted
 from ingestd.ledger import Ledger, Status
 from ingestd.logs import get_logger
 from ingestd.metrics import Metrics
-from ingestd.settings import Settings
+from ingestd.settings import WatchSettings
 from ingestd.supervision import Supervisor, cancel_and_wait, set_within
 from ingestd.workqueue import WorkQueue
 
@@ -91,23 +91,25 @@ Fresh = list[tuple[Path, float]]  # changed path, wall time of its last change (
 class Watcher:
     def __init__(
         self,
-        settings: Settings,
+        watch: WatchSettings,
+        state_dir: Path,
         queue: WorkQueue,
         ledger: Ledger,
         metrics: Metrics | None = None,
     ) -> None:
-        self.settings = settings
+        """`state_dir` holds ingestd's own files: never scanned, and home to the probe."""
+        self.settings = watch
         self.queue = queue
         self.ledger = ledger
-        self.roots = settings.roots()
-        self.exclude = settings.state_dir.resolve()
+        self.roots = watch.roots()
+        self.exclude = state_dir.resolve()
         self.probe_dir = self.exclude / PROBE_DIR
         self.watches = [
             RootWatch(
                 kind,
                 root,
-                settings.watch_force_polling,
-                "WATCH_FORCE_POLLING is set" if settings.watch_force_polling else None,
+                watch.watch_force_polling,
+                "WATCH_FORCE_POLLING is set" if watch.watch_force_polling else None,
             )
             for kind, root in self.roots
         ]
@@ -115,14 +117,14 @@ class Watcher:
         self.probe_result = ProbeResult()
         # How old an unannounced change must be before its event counts as lost: generous, so a
         # busy machine's late event is not mistaken for a mount that drops them.
-        self.grace = 5.0 + 2 * settings.watch_debounce_ms / 1000
+        self.grace = 5.0 + 2 * watch.watch_debounce_ms / 1000
         self._stop = asyncio.Event()
         self._side_tasks: set[asyncio.Task[None]] = set()
 
     @property
     def horizon(self) -> float:
         """How far back changes are compared with events (and events are remembered)."""
-        return max(2 * self.settings.watch.reconcile_seconds, 600.0)
+        return max(2 * self.settings.reconcile_seconds, 600.0)
 
     # --- scans ---------------------------------------------------------------------------
     async def reconcile(self) -> int:
@@ -143,7 +145,7 @@ class Watcher:
     async def _reconcile_and_report(self) -> None:
         changed = await self.reconcile()
         if changed:
-            log.info("reconcile.found", path=str(self.settings.state_dir), changed=changed, outcome="queued")
+            log.info("reconcile.found", path=str(self.exclude), changed=changed, outcome="queued")
 
     def _scan(self, since: float) -> tuple[list[Path], Fresh]:
         changed: list[Path] = []
