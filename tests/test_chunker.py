@@ -11,7 +11,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from generators import ClaudeSession, dump, paragraph, simple_pdf
-from ingestd.chunker import Chunk, Packer, Position, TokenCounter
+from ingestd.chunker import Chunk, Packer, Position, Splitter, TokenCounter
 from ingestd.embedding.fastembed_provider import FastEmbedProvider
 from ingestd.parsers.claude import RenderOptions
 from ingestd.parsers.documents import decoded_units, html_units, pdf_units
@@ -198,10 +198,28 @@ def test_overlap_repeats_text_between_pieces_and_zero_repeats_none(counter: Toke
     assert all(len(counter.tokenizer.encode(piece).ids) <= 64 for piece in overlapped)
 
 
+class SplittersHandedOut:
+    """A real counter that notes every splitter it hands the packer (each one is kept, so
+    distinct objects are distinct splitters built)."""
+
+    def __init__(self, inner: TokenCounter) -> None:
+        self.inner = inner
+        self.tokenizer, self.separator = inner.tokenizer, inner.separator
+        self.distinct: dict[int, Splitter] = {}
+
+    def count(self, text: str) -> int:
+        return self.inner.count(text)
+
+    def splitter(self, markdown: bool, capacity: int, overlap: int) -> Splitter:
+        made = self.inner.splitter(markdown, capacity, overlap)
+        self.distinct[id(made)] = made
+        return made
+
+
 def test_splitters_for_many_labels_share_the_one_tokenizer(counter: TokenCounter) -> None:
     # Each label length is a capacity and so a splitter of its own; one built by
     # from_huggingface_tokenizer held a 6 MB copy of the vocabulary for the process's life.
-    fresh = TokenCounter(Tokenizer.from_str(counter.tokenizer.to_str()))
+    fresh = SplittersHandedOut(TokenCounter(Tokenizer.from_str(counter.tokenizer.to_str())))
     text = paragraph(random.Random(9), 150)
     gc.collect()
     before = rss_mb()
@@ -210,6 +228,6 @@ def test_splitters_for_many_labels_share_the_one_tokenizer(counter: TokenCounter
         packer = Packer(fresh, 64, 0, markdown=width % 2 == 0, first_ordinal=0)
         chunks = packer.feed(Unit(text, 0, len(text), label=label))
         assert len(chunks) >= 3 and all(chunk.tokens <= 64 for chunk in chunks)
-    assert len(fresh._splitters) >= 12
+    assert len(fresh.distinct) >= 12, "each label's capacity has a splitter of its own"
     gc.collect()
     assert rss_mb() - before < 20, "twelve copies of the tokenizer would add about 72 MB"

@@ -28,7 +28,7 @@ def status_answer(redactions: dict[str, int], problems: dict[str, list[dict[str,
 def test_status_lists_the_files_with_most_redactions(capsys: pytest.CaptureFixture[str]) -> None:
     redactions = {f"/docs/file-{n:02d}.md": n for n in range(1, 13)}  # 12 files, 78 redactions
     redactions["/docs/also-twelve.md"] = 12  # a tie is broken by path
-    assert cli._print("status", status_answer(redactions, {}), as_json=False) == 0
+    assert cli.print_answer("status", status_answer(redactions, {}), as_json=False) == 0
     lines = capsys.readouterr().out.splitlines()
     start = lines.index("redactions: 90 in 13 files")
     listed = [line.split() for line in lines[start + 1 : start + 1 + cli.TOP_REDACTED_FILES]]
@@ -44,7 +44,7 @@ def test_status_lists_the_files_with_most_redactions(capsys: pytest.CaptureFixtu
 
 
 def test_status_without_redactions_prints_no_redaction_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli._print("status", status_answer({}, {}), as_json=False) == 0
+    assert cli.print_answer("status", status_answer({}, {}), as_json=False) == 0
     assert "redactions" not in capsys.readouterr().out
 
 
@@ -57,7 +57,7 @@ def test_status_reasons_are_masked_and_not_markup(capsys: pytest.CaptureFixture[
         "updated_at": time.time(),
     }
     answer = status_answer({f"/docs/{SECRET}.md": 2}, {"skipped": [problem]})
-    assert cli._print("status", answer, as_json=False) == 0
+    assert cli.print_answer("status", answer, as_json=False) == 0
     out = capsys.readouterr().out
     assert SECRET not in out
     assert "skipped /docs/[/odd]/[REDACTED].pdf: corrupt PDF: fetched with key [REDACTED]" in out
@@ -66,6 +66,6 @@ def test_status_reasons_are_masked_and_not_markup(capsys: pytest.CaptureFixture[
 
 def test_daemon_errors_are_masked(capsys: pytest.CaptureFixture[str]) -> None:
     register_secret(SECRET)
-    assert cli._print("search", {"error": f"vector store unavailable: {SECRET}"}, as_json=False) == 1
+    assert cli.print_answer("search", {"error": f"vector store unavailable: {SECRET}"}, as_json=False) == 1
     err = capsys.readouterr().err
     assert SECRET not in err and "ingestd search: vector store unavailable: [REDACTED]" in err

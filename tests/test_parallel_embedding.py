@@ -58,11 +58,11 @@ async def test_an_unload_waits_for_the_call_in_progress(two_calls: FastEmbedProv
     await two_calls.embed_query("warm")
     batch = texts(160)
     call = asyncio.ensure_future(two_calls.embed_documents(batch))
-    while two_calls._calls == 0 and not call.done():  # noqa: ASYNC110 - set on the worker thread
+    while two_calls.calls_in_progress == 0 and not call.done():  # noqa: ASYNC110 - set on the worker thread
         await asyncio.sleep(0.002)
     assert not call.done(), "the batch ended before the unload could start"
     await two_calls.unload()  # on the second worker, while the first embeds
-    assert two_calls._calls == 0 and not two_calls.loaded
+    assert two_calls.calls_in_progress == 0 and not two_calls.loaded
     assert len(await call) == len(batch)
     await two_calls.embed_query("again")
     assert two_calls.loaded
@@ -74,10 +74,10 @@ async def test_a_call_arriving_during_an_unload_waits_for_it_and_loads_the_model
     await two_calls.embed_query("warm")
     loads = two_calls.loads
     first = asyncio.ensure_future(two_calls.embed_documents(texts(160)))
-    while two_calls._calls == 0 and not first.done():  # noqa: ASYNC110 - set on the worker thread
+    while two_calls.calls_in_progress == 0 and not first.done():  # noqa: ASYNC110 - set on the worker thread
         await asyncio.sleep(0.002)
     unload = asyncio.ensure_future(two_calls.unload())
-    while not two_calls._unloading and not unload.done():  # noqa: ASYNC110 - set on the worker thread
+    while not two_calls.unloading and not unload.done():  # noqa: ASYNC110 - set on the worker thread
         await asyncio.sleep(0.002)
     assert not first.done(), "the batch ended before the unload could start"
     late = asyncio.ensure_future(two_calls.embed_documents(texts(4)))

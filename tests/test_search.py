@@ -11,7 +11,7 @@ from qdrant_client import models
 from conftest import CountingProvider, captured_logs, engine_with, ingest
 from ingestd.engine import Engine
 from ingestd.errors import ModelMismatch
-from ingestd.lexical import VECTOR, LexicalEncoder
+from ingestd.lexical import VECTOR, LexicalEncoder, encoding_model
 
 
 def twin_notes(folder: Path, count: int = 12) -> dict[Path, str]:
@@ -131,6 +131,6 @@ def test_bm25_vectors_leave_the_encoder_sorted_and_unchanged() -> None:
     text = "The zq7frobnicator cache evicts entries by age; see evict_by_age() in cache/lru.py."
     (vector,) = encoder.documents([text])
     assert len(vector.indices) > 5 and vector.indices == sorted(vector.indices)
-    unsorted = next(iter(encoder._bm25.embed([text])))  # FastEmbed's own order
+    unsorted = next(iter(encoding_model().embed([text])))  # FastEmbed's own order
     expected = dict(zip(unsorted.indices.tolist(), unsorted.values.tolist(), strict=True))
     assert dict(zip(vector.indices, vector.values, strict=True)) == pytest.approx(expected)

@@ -122,7 +122,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         answer = _call_daemon(settings.ops, command, params)
     else:
         answer = await _call_locally(settings, command, params)
-    return _print(command, answer, getattr(args, "json", False))
+    return print_answer(command, answer, getattr(args, "json", False))
 
 
 def _runner(settings: Settings, dormant: bool) -> Any:
@@ -230,7 +230,10 @@ async def _call_locally(settings: Settings, command: str, params: dict[str, Any]
         await engine.close()
 
 
-def _print(command: str, answer: dict[str, Any], as_json: bool) -> int:
+def print_answer(command: str, answer: dict[str, Any], as_json: bool) -> int:
+    """A command's answer as the user sees it, and the exit code it means. One renderer for
+    the daemon's answers and the local engine's, which arrive as the same dictionaries; every
+    line that can carry a path, a reason or an error goes through `mask`."""
     if "error" in answer:
         print(mask(f"ingestd {command}: {answer['error']}"), file=sys.stderr)
         return 1

@@ -26,17 +26,25 @@ _AVERAGE_WORDS = 48.0
 ENCODING = f"fastembed-bm25:snowball-english:k1.2:b0.75:avg{_AVERAGE_WORDS:g}:no-stopwords"
 
 
-class LexicalEncoder:
-    """No stopword list: IDF already gives "the" next to no weight, and a fixed empty list keeps
+def encoding_model() -> Bm25:
+    """FastEmbed's `Bm25` exactly as `ENCODING` names it, built in this one place so that the
+    encoder and any check against FastEmbed's raw output use the same parameters.
+
+    No stopword list: IDF already gives "the" next to no weight, and a fixed empty list keeps
     the encoding the same wherever the hub can or cannot be reached."""
+    return Bm25(
+        "Qdrant/bm25",
+        avg_len=_AVERAGE_WORDS,
+        stopwords=set(),
+        specific_model_path=str(Path(__file__).parent),
+    )
+
+
+class LexicalEncoder:
+    """Sparse vectors in the order Qdrant keeps them, for chunks and for queries."""
 
     def __init__(self) -> None:
-        self._bm25 = Bm25(
-            "Qdrant/bm25",
-            avg_len=_AVERAGE_WORDS,
-            stopwords=set(),
-            specific_model_path=str(Path(__file__).parent),
-        )
+        self._bm25 = encoding_model()
 
     def documents(self, texts: list[str]) -> list[models.SparseVector]:
         return [_sparse(each) for each in self._bm25.embed(texts, batch_size=max(1, len(texts)))]

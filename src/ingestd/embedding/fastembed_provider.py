@@ -80,6 +80,17 @@ class FastEmbedProvider(EmbeddingProvider):
     def loaded(self) -> bool:
         return self._model is not None
 
+    @property
+    def calls_in_progress(self) -> int:
+        """Calls embedding on the model right now: an unload waits until this is 0. Counted on
+        the worker threads, so a caller that must act during a call can wait for it to start."""
+        return self._calls
+
+    @property
+    def unloading(self) -> bool:
+        """An unload is waiting for the calls in progress; calls arriving meanwhile wait for it."""
+        return self._unloading
+
     def _model_dir(self) -> Path:
         if self.location.directory is not None:
             return self.location.directory
