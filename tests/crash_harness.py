@@ -9,6 +9,9 @@
    finish and stopped with SIGTERM.
 4. Compare the two collections: point IDs and payload text, missing, stale and duplicate points,
    and count the chunks the model embedded beyond the reference (the cost of the kills).
+5. SIGTERM (a `docker stop`) while `ingestd import` embeds the final corpus into a third state
+   directory, then the same import again: the chunks the model embeds across both runs beyond
+   the reference's are `sigterm_reembedded`, 0 when the stop's grace lands all the work in flight.
 
 Usable from pytest (tests/test_crash.py) and as `python tests/crash_harness.py --kills 50`.
 """
@@ -53,6 +56,9 @@ class Report:
     extra_per_kill: float = 0.0
     embedded_per_run: list[int] = field(default_factory=list)
     unreadable_states: int = 0
+    sigterm_exit: int | None = None
+    sigterm_embedded_before_stop: int = 0
+    sigterm_reembedded: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -204,6 +210,42 @@ class LogReader(threading.Thread):
         self.ready.set()
 
 
+def sigterm_then_import_again(workdir: Path, root: Path, reference_state: Path, report: Report) -> None:
+    """The import is stopped after its first stored batch, with batches still being embedded and
+    stored; the import that resumes it must embed only what the first left unstored. Counted
+    like the kills' cost: the model's fresh embeddings (the cache is off) against the reference."""
+    state = workdir / "sigterm"
+    env = env_for(root, state)
+    python = [sys.executable, "-m", "ingestd"]
+    with (workdir / "sigterm-import.err").open("w") as errors:
+        proc = subprocess.Popen(
+            [*python, "import"], env=env, stdout=subprocess.PIPE, stderr=errors, text=True
+        )
+        reader = LogReader(proc)
+        try:
+            if not reader.working.wait(timeout=120):
+                report.notes.append("sigterm: the import embedded nothing in 120 s")
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        reader.join(timeout=30)
+    report.sigterm_exit = proc.returncode
+    if proc.returncode != 128 + signal.SIGTERM:
+        report.notes.append(f"sigterm: the import exited {proc.returncode}, not 143")
+    report.sigterm_embedded_before_stop = fresh_embedded("".join(reader.lines))
+    again = subprocess.run([*python, "import"], env=env, capture_output=True, text=True, timeout=600)
+    if again.returncode != 0:
+        report.notes.append(f"sigterm: the import run again exited {again.returncode}: {again.stderr[-500:]}")
+    embedded = report.sigterm_embedded_before_stop + fresh_embedded(again.stdout)
+    report.sigterm_reembedded = embedded - report.reference_embedded
+    reference, resumed = collection_points(reference_state), collection_points(state)
+    if set(resumed) != set(reference) or any(resumed[p]["text"] != reference[p]["text"] for p in reference):
+        report.notes.append("sigterm: the resumed import stored other points than the reference")
+
+
 def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) -> Report:
     started = time.monotonic()
     report = Report()
@@ -219,6 +261,7 @@ def run(workdir: Path, kills: int, seed: int = 7, max_seconds: float = 900.0) ->
     if ref.returncode != 0:
         raise RuntimeError(f"reference import failed: {ref.stderr[-2000:]}")
     report.reference_embedded = fresh_embedded(ref.stdout)
+    sigterm_then_import_again(workdir, root, reference_state, report)  # the corpus is final now
 
     for path, (prefix, _) in live.items():
         path.write_bytes(prefix)
@@ -309,6 +352,7 @@ def main() -> int:
         == report.duplicates
         == report.text_mismatches
         == report.unreadable_states
+        == report.sigterm_reembedded
         == 0
     )
     return 0 if ok else 1

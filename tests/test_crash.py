@@ -26,6 +26,7 @@ def check(report: Report, capsys: pytest.CaptureFixture[str]) -> None:
     assert report.text_mismatches == 0
     assert report.unreadable_states == 0
     assert not report.notes, report.notes  # e.g. the final run's SIGTERM must exit 0
+    assert report.sigterm_exit == 143 and report.sigterm_reembedded == 0, "SIGTERM mid-import re-embedded"
     allowance = 3 * EMBED_BATCH_SIZE * report.kills + report.appended_lines
     assert report.extra_embedded <= allowance, f"kills re-embedded {report.extra_embedded} chunks"
 

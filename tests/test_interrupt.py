@@ -18,10 +18,11 @@ import ingestd.pipeline
 import ingestd.reader
 import ingestd.stages.read
 from conftest import CountingProvider, ingest, make_settings, stored_points, until
-from generators import paragraph, write_transcript
+from generators import paragraph, simple_pdf, write_transcript
 from ingestd.engine import Engine
 from ingestd.ledger import Ledger, Status
 from ingestd.pipeline import FileJob
+from ingestd.store import point_id
 
 
 async def _rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, ...]]:
@@ -343,3 +344,68 @@ async def test_markdown_resumed_mid_file_keeps_heading_and_fence_state(uncached:
     resumed = await _rows(engine, "documents", path)
     assert {heading for _, heading, _ in resumed[ordinal:]} <= {"Runbook", "After"}
     assert resumed == await _clean_rows(engine, "documents", path)
+
+
+async def _points(engine: Engine, path: Path) -> dict[str, tuple[Any, ...]]:
+    """Each stored point of the file: its ID, and what it holds (ordinal, page, text)."""
+    rows = await engine.store.scroll_all("documents", ["path", "ordinal", "page", "text"])
+    return {pid: (p["ordinal"], p.get("page"), p["text"]) for pid, p in rows if p["path"] == str(path)}
+
+
+async def test_a_pdf_interrupted_part_way_resumes_with_each_chunk_embedded_once(
+    tmp_path: Path, counting: CountingProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PDF is parsed as a whole, so its pass resumes from the file's start: the chunks stored
+    before the interruption are verified, not embedded again, and no point is stored twice."""
+    settings = make_settings(tmp_path, embed_cache_max_entries=0, queue_max_chunks=4)
+    rng = random.Random(47)
+    data = simple_pdf([paragraph(rng, 6) for _ in range(30)])
+    path = settings.watch.documents_dirs[0] / "manual.pdf"
+    path.write_bytes(data)
+    real_embed = counting.embed_documents
+
+    async def unhurried(texts: list[str]) -> list[list[float]]:  # a pass long enough to cut short
+        await asyncio.sleep(0.05)
+        return await real_embed(texts)
+
+    monkeypatch.setattr(counting, "embed_documents", unhurried)
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        reading = asyncio.create_task(engine.submit(path))
+
+        def part_way() -> bool:
+            job = engine.pipeline.job(str(path))
+            return job is not None and job.reading and job.acked >= 3 and job.emitted > job.acked
+
+        await until(part_way)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    finally:
+        await engine.close()
+    first = len(counting.texts)
+    saved = Ledger(settings.ops.state_dir)
+    saved.open()
+    stopped = saved.get(str(path))
+    saved.close()
+    assert stopped is not None and stopped.status == "pending", stopped and stopped.status
+
+    engine = Engine(settings, provider=counting)
+    await engine.open("test")
+    try:
+        outcome = await ingest(engine, path)
+        assert outcome.status == "done" and 0 < first < outcome.chunks, (first, outcome)
+        assert (outcome.embedded, outcome.reused) == (outcome.chunks - first, first), "verified, not redone"
+        embedded = list(counting.texts)
+        resumed = await _points(engine, path)
+        generation = engine.ledger.get(str(path)).generation  # type: ignore[union-attr]
+        twin = path.with_name("twin-" + path.name)
+        twin.write_bytes(data)
+        assert (await ingest(engine, twin)).status == "done"
+        clean = await _points(engine, twin)
+    finally:
+        await engine.close()
+    assert len(embedded) == outcome.chunks, "a chunk was embedded twice across the interruption"
+    assert sorted(embedded) == sorted(text for _, _, text in clean.values())
+    assert set(resumed) == {point_id(str(path), generation, ordinal) for ordinal, _, _ in clean.values()}
+    assert sorted(resumed.values()) == sorted(clean.values()), "the same points as a clean ingest"
