@@ -173,7 +173,7 @@ async def test_a_stop_beats_a_wake_under_way(tmp_path: Path, monkeypatch: pytest
     dormant, task = await _dormant(tmp_path, monkeypatch)
     try:
         dormant.wake("/api/search", "API call")
-        dormant._on_signal()  # SIGTERM before the loop got to re-execute
+        dormant.stop()  # what SIGTERM calls, before the loop got to re-execute
         assert await asyncio.wait_for(task, 20) == 0
         assert dormant.next_mode is None, "it exits; it does not start the full daemon"
         assert not (dormant.settings.ops.state_dir / "daemon.json").exists()

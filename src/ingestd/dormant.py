@@ -58,7 +58,7 @@ class Dormant:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, self._on_signal)
+            loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, lambda: None)
         self.ledger.lock("daemon")
         report = self.ledger.open(repair=False)
@@ -102,7 +102,7 @@ class Dormant:
         if crashed is not None:
             self.wake(str(self.settings.ops.state_dir), f"{crashed.get_name()}: {crashed.exception()!r}")
 
-    def _on_signal(self) -> None:
+    def stop(self) -> None:
         """A stop beats a wake that is under way: the process exits instead of re-executing."""
         self.next_mode = None
         self._finished.set()
