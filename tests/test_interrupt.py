@@ -20,8 +20,9 @@ import ingestd.stages.read
 from conftest import CountingProvider, ingest, make_settings, stored_points, until
 from generators import paragraph, simple_pdf, write_transcript
 from ingestd.engine import Engine
-from ingestd.ledger import Ledger, Status
+from ingestd.ledger import FileRecord, Ledger, Status
 from ingestd.pipeline import FileJob
+from ingestd.settings import Settings
 from ingestd.store import point_id
 
 
@@ -36,6 +37,34 @@ async def _clean_rows(engine: Engine, kind: str, path: Path) -> list[tuple[Any, 
     twin.write_bytes(path.read_bytes())
     assert (await ingest(engine, twin)).status == "done"
     return await _rows(engine, kind, twin)
+
+
+async def _stop_part_way(
+    settings: Settings, provider: CountingProvider, path: Path, acked: int
+) -> FileRecord:
+    """Start a pass over `path`, stop the engine once `acked` chunks are stored and more are in
+    flight (as SIGTERM does: the read is cancelled, then the engine closes), and return the
+    file's record as the stop left it."""
+    engine = Engine(settings, provider=provider)
+    await engine.open("test")
+    try:
+        reading = asyncio.create_task(engine.submit(path))
+
+        def part_way() -> bool:
+            job = engine.pipeline.job(str(path))
+            return job is not None and job.reading and job.acked >= acked and job.emitted > job.acked
+
+        await until(part_way)
+        reading.cancel()
+        await asyncio.gather(reading, return_exceptions=True)
+    finally:
+        await engine.close()  # the stop: what was read lands within the grace
+    ledger = Ledger(settings.ops.state_dir)
+    ledger.open()
+    record = ledger.get(str(path))
+    ledger.close()
+    assert record is not None
+    return record
 
 
 async def test_cancelled_read_leaves_the_file_pending_then_resumes_cleanly(
@@ -256,26 +285,9 @@ async def test_a_stop_during_a_read_stores_what_was_read_so_nothing_is_embedded_
     settings = make_settings(tmp_path, embed_cache_max_entries=0, read_block_bytes=4096, queue_max_chunks=8)
     path = settings.watch.conversations_dirs[0] / "p" / "long.jsonl"
     write_transcript(path, seed=12, exchanges=120)
-    engine = Engine(settings, provider=counting)
-    await engine.open("test")
-    try:
-        reading = asyncio.create_task(engine.submit(path))
-
-        def midway() -> bool:
-            job = engine.pipeline.job(str(path))
-            return job is not None and job.reading and job.acked >= 5 and job.emitted > job.acked
-
-        await until(midway)
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-    finally:
-        await engine.close()  # the stop: what was read lands within the grace
+    stopped = await _stop_part_way(settings, counting, path, acked=5)
     first = len(counting.texts)
-    record = Ledger(settings.ops.state_dir)
-    record.open()
-    stopped = record.get(str(path))
-    record.close()
-    assert stopped is not None and stopped.status == "pending" and stopped.chunks == first
+    assert stopped.status == "pending" and stopped.chunks == first
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
@@ -369,26 +381,9 @@ async def test_a_pdf_interrupted_part_way_resumes_with_each_chunk_embedded_once(
         return await real_embed(texts)
 
     monkeypatch.setattr(counting, "embed_documents", unhurried)
-    engine = Engine(settings, provider=counting)
-    await engine.open("test")
-    try:
-        reading = asyncio.create_task(engine.submit(path))
-
-        def part_way() -> bool:
-            job = engine.pipeline.job(str(path))
-            return job is not None and job.reading and job.acked >= 3 and job.emitted > job.acked
-
-        await until(part_way)
-        reading.cancel()
-        await asyncio.gather(reading, return_exceptions=True)
-    finally:
-        await engine.close()
+    stopped = await _stop_part_way(settings, counting, path, acked=3)
     first = len(counting.texts)
-    saved = Ledger(settings.ops.state_dir)
-    saved.open()
-    stopped = saved.get(str(path))
-    saved.close()
-    assert stopped is not None and stopped.status == "pending", stopped and stopped.status
+    assert stopped.status == "pending", stopped.status
 
     engine = Engine(settings, provider=counting)
     await engine.open("test")
